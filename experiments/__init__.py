@@ -1,0 +1,1 @@
+"""The ``darkroom`` command and the configs it runs."""

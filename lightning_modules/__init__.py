@@ -1,0 +1,1 @@
+"""One LightningModule per paper, each beside the plain ``nn.Module`` networks it trains."""

@@ -1,0 +1,1 @@
+"""torchmetrics ``Metric`` classes: per-image averages, correct under DDP."""

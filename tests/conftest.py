@@ -1,0 +1,35 @@
+"""Shared fixtures: the research-only data in ../shared/data (skipped with a reason when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DARKROOM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_path(rel: str) -> Path:
+    """Path of a file under ../shared/data, or skip the test saying which file is missing."""
+    path = SHARED / rel
+    if not path.exists():
+        pytest.skip(
+            f"shared data not found: {path} (research-only files, not shipped with the project)"
+        )
+    return path
+
+
+@pytest.fixture
+def shared():
+    """``shared("weights/zero_dce/Epoch99.pth")`` → Path, or skip with a clear reason."""
+    return shared_path
