@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -13,7 +13,7 @@ COLOUR_PHOTOS: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket", "h
 GREY_PHOTOS: tuple[str, ...] = ("camera", "brick", "grass", "gravel", "moon", "coins", "clock", "cell", "page")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_photo(name: str) -> np.ndarray:
     """One bundled photograph as H×W×3 uint8 RGB (greyscale samples replicated to three channels)."""
     import skimage.data

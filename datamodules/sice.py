@@ -1,0 +1,370 @@
+"""SICE and folder-of-low-light-images data for Zero-DCE / Zero-DCE++.
+
+On-disk layouts read (``<ext>`` = jpg/jpeg/png/bmp/tif/tiff in any case):
+
+* **train** (``train_root``), either
+    - a SICE Part1 root ``<root>/<n>/<k>.<ext>``: every image of every sequence folder is a training
+      image (the label folder ``Label``/``label`` is excluded), or
+    - a flat folder of low-light images ``<root>/<name>.<ext>``, e.g. the official 2,002-image
+      Zero-DCE++ ``data/train_data`` set.
+  Images are resized to ``image_size``² with Pillow LANCZOS and scaled to [0, 1], exactly the official
+  loader (``img.resize((s, s), Image.ANTIALIAS) / 255``), without augmentation (the official code has none).
+* **val / test** (``val_root``, ``test_root``): a SICE Part2 root: ``<root>/<n>/<k>.<ext>`` with images
+  ordered dark → bright by natural sort of their names, and ``<root>/Label/<n>.<ext>`` (or ``label/``).
+  Pair protocol ``low_per_sequence="half"``: the first ``floor(K/2)`` images of each K-image sequence are
+  paired with the sequence's label. That gives the paper's 3-of-7 and 4-of-9 (767 pairs on Part2, Zero-DCE
+  CVPR 2020 §4.2); the paper's rule for 5-, 6- and 8-image sequences is **not found**, so ``floor(K/2)``
+  there is our choice and the pair count equals the paper's 767 only if every sequence has 7 or 9 images.
+  Pairs are resized to ``eval_size`` = (1200, 900) as in the paper; the paper's resize filter is **not
+  found**, the default ``"bicubic"`` follows an independent re-evaluation (Zero-DCE issue #9).
+* **predict** (``predict_root``): a flat folder of the user's photos, any size, read at native resolution,
+  batch size 1.
+
+Batches are dicts: train ``{"input": N×3×s×s, "name": list[str]}``; val/test ``{"input", "target", "name"}``;
+predict ``{"input": 1×3×H×W, "name"}``. Names are file stems made unique (``<n>_<k>`` for sequence images).
+Every file's header is checked at :meth:`SICEDataModule.setup`, so a broken file fails before training.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.image_io import (
+    IMAGE_EXTENSIONS,
+    DatasetLayoutError,
+    check_image_header,
+    is_image,
+    list_images,
+    load_tensor,
+    natural_key,
+)
+
+LABEL_DIRS: tuple[str, ...] = ("Label", "label")
+_EXTS = "/".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+PART2_LAYOUT = f"<root>/<n>/<k>.<{_EXTS}> with one label <root>/Label/<n>.<ext> per sequence"
+TRAIN_LAYOUT = f"a flat folder of images <root>/<name>.<{_EXTS}>, or a SICE Part1 root <root>/<n>/<k>.<ext>"
+
+
+def unique_names(paths: Sequence[Path], prefixes: Sequence[str] | None = None) -> list[str]:
+    """File stems (``prefix_stem`` when a prefix is given), made unique.
+
+    A stem shared by several files (``a.jpg`` and ``a.PNG``) gets the extension appended
+    (``a_jpg``, ``a_PNG``); any remaining clash gets a running index.
+    """
+    prefixes = list(prefixes) if prefixes is not None else [""] * len(paths)
+    base = [f"{pre}_{p.stem}" if pre else p.stem for pre, p in zip(prefixes, paths, strict=True)]
+    counts = Counter(b.lower() for b in base)
+    names = [f"{b}_{p.suffix.lstrip('.')}" if counts[b.lower()] > 1 else b for b, p in zip(base, paths, strict=True)]
+    seen: Counter[str] = Counter()
+    out = []
+    for n in names:
+        key = n.lower()
+        out.append(n if seen[key] == 0 else f"{n}_{seen[key]}")
+        seen[key] += 1
+    return out
+
+
+def _sequence_dirs(root: Path) -> list[Path]:
+    """Sub-folders of ``root`` that hold images directly, excluding the label folder, naturally sorted."""
+    dirs = [d for d in root.iterdir() if d.is_dir() and d.name not in LABEL_DIRS]
+    return sorted((d for d in dirs if any(p.is_file() and is_image(p) for p in d.iterdir())), key=natural_key)
+
+
+def _check_root(root: str | Path | None, argument: str, expected: str) -> Path:
+    if root is None:
+        raise ValueError(f"SICEDataModule.{argument} is not set (expected {expected})")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DatasetLayoutError(f"{path}: {argument} folder not found (expected {expected})")
+    return path
+
+
+def find_train_images(root: str | Path) -> list[Path]:
+    """Training images under ``root``: a flat folder of images, or every sequence image of a SICE Part1 root.
+
+    Raises:
+        DatasetLayoutError: the folder is missing or holds neither images nor sequence folders.
+    """
+    root = _check_root(root, "train_root", TRAIN_LAYOUT)
+    flat = sorted((p for p in root.iterdir() if p.is_file() and is_image(p)), key=natural_key)
+    if flat:
+        return flat
+    seqs = _sequence_dirs(root)
+    if not seqs:
+        hint = ""
+        if (root / "Dataset_Part1").is_dir():
+            hint = f"; did you mean {root / 'Dataset_Part1'}?"
+        raise DatasetLayoutError(f"{root}: no image files and no sequence folders found (expected {TRAIN_LAYOUT}){hint}")
+    return [p for d in seqs for p in list_images(d, what="SICE sequence images")]
+
+
+def _label_index(root: Path) -> dict[str, Path]:
+    label_dirs = [root / n for n in LABEL_DIRS if (root / n).is_dir()]
+    if not label_dirs:
+        raise DatasetLayoutError(f"{root}: no Label/ folder (expected SICE Part2 layout {PART2_LAYOUT})")
+    index: dict[str, Path] = {}
+    for d in label_dirs:
+        for p in d.iterdir():
+            if not (p.is_file() and is_image(p)):
+                continue
+            if p.stem in index and index[p.stem] != p:
+                raise DatasetLayoutError(
+                    f"{p}: ambiguous label, {index[p.stem]} has the same name (expected one label per sequence)"
+                )
+            index[p.stem] = p
+    return index
+
+
+def pairs_per_sequence(k: int, low_per_sequence: str = "half") -> int:
+    """How many of the darkest images of a ``k``-image sequence are test inputs.
+
+    ``"half"``: ``floor(k/2)`` — 3 of 7 and 4 of 9 as in Zero-DCE (CVPR 2020 §4.2, 767 Part2 pairs); the
+    paper's rule for other ``k`` is not found, ``floor(k/2)`` there is our choice. ``"all"``: ``k``.
+    ``"m"`` (a positive integer as a string): ``min(m, k)``.
+    """
+    rule = str(low_per_sequence).strip().lower()
+    if rule == "half":
+        return k // 2
+    if rule == "all":
+        return k
+    if rule.isdigit() and int(rule) > 0:
+        return min(int(rule), k)
+    raise ValueError(f"low_per_sequence must be 'half', 'all' or a positive integer, got {low_per_sequence!r}")
+
+
+def find_pairs(root: str | Path, low_per_sequence: str = "half", argument: str = "test_root") -> list[tuple[Path, Path]]:
+    """``(low-light image, label)`` pairs of a SICE Part2 root, in natural order of sequence then image.
+
+    Args:
+        root: the Part2 root.
+        low_per_sequence: ``"half"`` = the first ``floor(K/2)`` images of a K-image sequence (our rule; the
+            paper's 3-of-7 / 4-of-9), ``"all"`` = every image, or a positive integer ``"m"`` = the first
+            ``min(m, K)`` images.
+        argument: the DataModule argument name, for error messages.
+
+    Raises:
+        DatasetLayoutError: missing root, no sequence folder, no Label folder, a sequence without a label,
+            or no pair at all.
+        ValueError: an unknown ``low_per_sequence``.
+    """
+    pairs_per_sequence(2, low_per_sequence)
+    root = _check_root(root, argument, f"a SICE Part2 root {PART2_LAYOUT}")
+    seqs = _sequence_dirs(root)
+    if not seqs:
+        raise DatasetLayoutError(f"{root}: no sequence folders with images found (expected {PART2_LAYOUT})")
+    labels = _label_index(root)
+    pairs: list[tuple[Path, Path]] = []
+    for d in seqs:
+        if d.name not in labels:
+            raise DatasetLayoutError(
+                f"{d}: Part2 image with no label: sequence folder {d.name!r} has no {root}/Label/{d.name}.<{_EXTS}> "
+                f"(expected {PART2_LAYOUT})"
+            )
+        images = list_images(d, what="SICE sequence images")
+        pairs.extend((p, labels[d.name]) for p in images[: pairs_per_sequence(len(images), low_per_sequence)])
+    if not pairs:
+        raise DatasetLayoutError(
+            f"{root}: the pair rule low_per_sequence={low_per_sequence!r} selects no image "
+            f"(every sequence has fewer than 2 images; expected {PART2_LAYOUT})"
+        )
+    return pairs
+
+
+class ImageFileDataset(Dataset):
+    """Single images: ``{"input": 3×H×W float32 in [0, 1], "name": str}`` (resized when ``size`` is given)."""
+
+    def __init__(self, files: Sequence[Path], names: Sequence[str], size: tuple[int, int] | None = None,
+                 resample: str = "lanczos") -> None:
+        self.files, self.names, self.size, self.resample = list(files), list(names), size, resample
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor | str]:
+        return {"input": load_tensor(self.files[i], self.size, self.resample), "name": self.names[i]}
+
+
+class PairDataset(Dataset):
+    """``{"input", "target": 3×H×W float32 in [0, 1], "name"}`` from ``(input file, target file)`` pairs."""
+
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], names: Sequence[str], size: tuple[int, int] | None = None,
+                 resample: str = "bicubic") -> None:
+        self.pairs, self.names, self.size, self.resample = list(pairs), list(names), size, resample
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor | str]:
+        src, tgt = self.pairs[i]
+        x = load_tensor(src, self.size, self.resample)
+        y = load_tensor(tgt, self.size, self.resample)
+        if x.shape != y.shape:
+            raise DatasetLayoutError(
+                f"{src}: size {tuple(x.shape[1:])} differs from its label {tgt} {tuple(y.shape[1:])} "
+                "(expected equal sizes, or set eval_size to resize both)"
+            )
+        return {"input": x, "target": y, "name": self.names[i]}
+
+
+def _check_headers(files: Sequence[Path]) -> list[tuple[int, int]]:
+    return [check_image_header(p) for p in files]
+
+
+class SICEDataModule(L.LightningDataModule):
+    """SICE Part1/Part2 (or any folder of low-light images) for Zero-DCE training and evaluation.
+
+    Args:
+        train_root: SICE Part1 root or a flat folder of low-light images (see the module docstring).
+        val_root: SICE Part2-layout root for validation (``None``: no validation).
+        test_root: SICE Part2 root for the full-reference test.
+        predict_root: folder of the user's photos, enhanced at native resolution.
+        image_size: training resize (square side, Pillow LANCZOS). Official Zero-DCE code: 256; paper and
+            Zero-DCE++ code: 512.
+        batch_size: training batch size (official: 8); also val/test when ``eval_size`` is set, else 1.
+        num_workers: DataLoader workers (official: 4); persistent when > 0.
+        eval_size: ``(width, height)`` that val/test pairs are resized to; the paper's 1200×900.
+            ``None`` = native size (input and label must then have equal sizes).
+        eval_resample: filter for ``eval_size``; the paper's filter is not found, bicubic as in issue #9.
+        low_per_sequence: pair protocol of val/test, see :func:`find_pairs`.
+        val_max_pairs: validation uses at most this many pairs (a fixed random subset drawn with ``seed``);
+            ``None`` = all.
+        seed: seed of the validation subset (the official training script seeds its file list with 1143).
+    """
+
+    def __init__(
+        self,
+        train_root: str | None = None,
+        val_root: str | None = None,
+        test_root: str | None = None,
+        predict_root: str | None = None,
+        image_size: int = 256,
+        batch_size: int = 8,
+        num_workers: int = min(4, os.cpu_count() or 1),
+        eval_size: tuple[int, int] | None = (1200, 900),
+        eval_resample: str = "bicubic",
+        low_per_sequence: str = "half",
+        val_max_pairs: int | None = 16,
+        seed: int = 1143,
+    ) -> None:
+        super().__init__()
+        if image_size < 1:
+            raise ValueError(f"image_size must be ≥ 1, got {image_size}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be ≥ 0, got {num_workers}")
+        if eval_size is not None and (len(eval_size) != 2 or min(eval_size) < 1):
+            raise ValueError(f"eval_size must be (width, height) or None, got {eval_size!r}")
+        if val_max_pairs is not None and val_max_pairs < 1:
+            raise ValueError(f"val_max_pairs must be ≥ 1 or None, got {val_max_pairs}")
+        self.save_hyperparameters()
+        self.train_root, self.val_root, self.test_root, self.predict_root = train_root, val_root, test_root, predict_root
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.eval_size = tuple(int(v) for v in eval_size) if eval_size is not None else None
+        self.eval_resample, self.low_per_sequence = eval_resample, low_per_sequence
+        self.val_max_pairs, self.seed = val_max_pairs, seed
+        pairs_per_sequence(2, low_per_sequence)  # fail at construction on an unknown rule
+        self.train_set: ImageFileDataset | None = None
+        self.val_set: PairDataset | None = None
+        self.test_set: PairDataset | None = None
+        self.predict_set: ImageFileDataset | None = None
+
+    # ----------------------------------------------------------------------------------- discovery
+    def _pair_set(self, root: str | None, argument: str, max_pairs: int | None) -> PairDataset:
+        pairs = find_pairs(root, self.low_per_sequence, argument=argument)
+        if max_pairs is not None and len(pairs) > max_pairs:
+            keep = np.sort(np.random.default_rng(self.seed).choice(len(pairs), size=max_pairs, replace=False))
+            pairs = [pairs[int(i)] for i in keep]
+        files = [p for pair in pairs for p in pair]
+        sizes = dict(zip(files, _check_headers(files), strict=True))
+        if self.eval_size is None:
+            for src, tgt in pairs:
+                if sizes[src] != sizes[tgt]:
+                    raise DatasetLayoutError(
+                        f"{src}: size {sizes[src]} differs from its label {tgt} {sizes[tgt]} "
+                        "(expected equal sizes, or set eval_size to resize both)"
+                    )
+        names = unique_names([s for s, _ in pairs], [s.parent.name for s, _ in pairs])
+        return PairDataset(pairs, names, self.eval_size, self.eval_resample)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Find and check the files of ``stage`` ("fit", "validate", "test", "predict"; ``None`` = all configured)."""
+        if stage in ("fit", None) and (stage == "fit" or self.train_root is not None):
+            files = find_train_images(self.train_root)
+            _check_headers(files)
+            flat = all(p.parent == files[0].parent for p in files) and files[0].parent == Path(self.train_root).expanduser()
+            names = unique_names(files, None if flat else [p.parent.name for p in files])
+            self.train_set = ImageFileDataset(files, names, (self.image_size, self.image_size), "lanczos")
+        if stage in ("fit", "validate", None) and (stage == "validate" or self.val_root is not None):
+            self.val_set = self._pair_set(self.val_root, "val_root", self.val_max_pairs)
+        if stage in ("test", None) and (stage == "test" or self.test_root is not None):
+            self.test_set = self._pair_set(self.test_root, "test_root", None)
+        if stage in ("predict", None) and (stage == "predict" or self.predict_root is not None):
+            root = _check_root(self.predict_root, "predict_root", "a folder of photos to enhance")
+            files = list_images(root, what="photos to enhance")
+            _check_headers(files)
+            self.predict_set = ImageFileDataset(files, unique_names(files), None)
+
+    # --------------------------------------------------------------------------------- dataloaders
+    def _loader(self, dataset: Dataset | None, what: str, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"SICEDataModule: {what} data is not set up; call setup() with its stage first")
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=False,
+        )
+
+    def _eval_batch_size(self) -> int:
+        return self.batch_size if self.eval_size is not None else 1
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, "train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_root is None:
+            return []  # no validation data: Lightning skips the validation loop
+        return self._loader(self.val_set, "validation", self._eval_batch_size(), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, "test", self._eval_batch_size(), shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, "predict", 1, shuffle=False)
+
+    # ------------------------------------------------------------------------------------- summary
+    def summary(self) -> str:
+        """Human-readable counts and roots (scans the configured roots when ``setup`` has not run yet)."""
+        lines = ["SICEDataModule"]
+        if self.train_root is not None:
+            n = len(self.train_set) if self.train_set is not None else len(find_train_images(self.train_root))
+            lines.append(f"  train:   {n} images from {self.train_root} (resized to {self.image_size}x{self.image_size})")
+        for label, root, ds, cap in (("val", self.val_root, self.val_set, self.val_max_pairs),
+                                     ("test", self.test_root, self.test_set, None)):
+            if root is None:
+                continue
+            if ds is not None:
+                n = len(ds)
+            else:
+                n = len(find_pairs(root, self.low_per_sequence, f"{label}_root"))
+                n = n if cap is None else min(n, cap)
+            size = f"{self.eval_size[0]}x{self.eval_size[1]} ({self.eval_resample})" if self.eval_size else "native size"
+            lines.append(f"  {label + ':':8} {n} pairs from {root} (low_per_sequence={self.low_per_sequence!r}, {size})")
+        if self.predict_root is not None:
+            n = len(self.predict_set) if self.predict_set is not None else len(list_images(self.predict_root))
+            lines.append(f"  predict: {n} images from {self.predict_root} (native size)")
+        if len(lines) == 1:
+            lines.append("  (no root configured)")
+        return "\n".join(lines)
