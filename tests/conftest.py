@@ -33,3 +33,11 @@ def shared_path(rel: str) -> Path:
 def shared():
     """``shared("weights/zero_dce/Epoch99.pth")`` → Path, or skip with a clear reason."""
     return shared_path
+
+
+@pytest.fixture(scope="session")
+def sice_root(tmp_path_factory) -> Path:
+    """A tiny synthetic SICE dataset (real layout): ``<root>/Dataset_Part1`` and ``<root>/Dataset_Part2``."""
+    from datamodules.synthetic.sice import write_sice
+
+    return write_sice(tmp_path_factory.mktemp("sice"), n_train=4, n_test=2, size=(64, 48), seed=0)

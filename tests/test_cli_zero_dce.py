@@ -1,0 +1,135 @@
+"""The `darkroom` command on Zero-DCE: every config runs a step, print_config round-trips, results.json,
+resume, predict at full resolution, 2-process DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from experiments.cli import cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "experiments" / "zero_dce"
+FULL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "results.yaml")
+PARTIAL_CONFIGS = sorted((CONFIGS / "ablations").glob("*.yaml"))
+
+
+def _data_args(root: Path, image_size: int = 32) -> list[str]:
+    return ["--data.init_args.train_root", str(root / "Dataset_Part1"),
+            "--data.init_args.val_root", str(root / "Dataset_Part2"),
+            "--data.init_args.test_root", str(root / "Dataset_Part2"),
+            "--data.init_args.image_size", str(image_size), "--data.init_args.batch_size", "2",
+            "--data.init_args.num_workers", "0", "--data.init_args.eval_size", "null"]
+
+
+def _fast(tmp: Path, steps: int = 1) -> list[str]:
+    return ["--trainer.max_steps", str(steps), "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1",
+            "--trainer.limit_test_batches", "1", "--trainer.num_sanity_val_steps", "0",
+            "--trainer.enable_progress_bar", "false", "--trainer.check_val_every_n_epoch", "1",
+            "--run.root", str(tmp / "runs")]
+
+
+def test_sweeps_and_results_are_valid_yaml():
+    for path in [CONFIGS / "results.yaml", *sorted((CONFIGS / "sweeps").glob("*.yaml"))]:
+        data = yaml.safe_load(path.read_text())
+        assert data, path
+    sweep = yaml.safe_load((CONFIGS / "sweeps" / "loss_ablation.yaml").read_text())
+    assert sweep["command"][:3] == ["${env}", "darkroom", "fit"]
+    assert len(sweep["parameters"]["model.init_args.loss_weights"]["values"]) == 5
+
+
+@pytest.mark.parametrize("config", FULL_CONFIGS, ids=lambda p: p.name)
+def test_every_full_config_runs_a_step(config, sice_root, tmp_path):
+    cli = cli_main(["fit", "-c", str(config), *_data_args(sice_root), *_fast(tmp_path)])
+    assert cli.trainer.global_step == 1
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+
+
+@pytest.mark.parametrize("config", PARTIAL_CONFIGS, ids=lambda p: p.name)
+def test_every_ablation_config_runs_a_step(config, sice_root, tmp_path):
+    cli = cli_main(["fit", "-c", str(CONFIGS / "paper.yaml"), "-c", str(config), *_data_args(sice_root),
+                    *_fast(tmp_path)])
+    overrides = yaml.safe_load(config.read_text())["model"]["init_args"]
+    for key, value in overrides.items():
+        assert getattr(cli.model.hparams, key) == value
+    assert cli.trainer.global_step == 1
+
+
+def test_print_config_round_trips(tmp_path):
+    def dump(*cfgs: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "experiments.cli", "fit", *sum((["-c", c] for c in cfgs), []),
+                              "--print_config"], capture_output=True, text=True, cwd=REPO, check=True)
+        return out.stdout
+
+    first = dump(str(CONFIGS / "paper.yaml"), str(CONFIGS / "ablations" / "3-32-8.yaml"))
+    saved = tmp_path / "printed.yaml"
+    saved.write_text(first)
+    assert dump(str(saved)) == first
+    cfg = yaml.safe_load(first)
+    assert cfg["model"]["init_args"]["n_layers"] == 3
+    assert cfg["model"]["init_args"]["loss_weights"]["tv"] == 200.0
+
+
+def test_fit_resume_test_predict(sice_root, tmp_path):
+    config = str(CONFIGS / "demo.yaml")
+    args = ["-c", config, *_data_args(sice_root), "--run.name", "resume"]
+    fit = cli_main(["fit", *args, *_fast(tmp_path, steps=2), "--trainer.max_epochs", "5"])
+    run_dir = tmp_path / "runs" / "zero_dce" / "resume"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert fit.trainer.global_step == 2 and last.exists()
+    wandb_id = (run_dir / "wandb_id.txt").read_text()
+    assert (run_dir / "config.yaml").exists() and (run_dir / "metrics.csv").exists()
+
+    resumed = cli_main(["fit", *args, *_fast(tmp_path, steps=4), "--trainer.max_epochs", "5",
+                        "--ckpt_path", str(last)])
+    assert resumed.trainer.global_step == 4
+    assert resumed.run_dir == run_dir
+    wandb_logger = [lg for lg in resumed.trainer.loggers if type(lg).__name__ == "WandbLogger"][0]
+    assert wandb_logger.version == wandb_id
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 4
+    assert len(list((run_dir / "wandb").glob(f"offline-run-*-{wandb_id}"))) >= 1
+
+    test = cli_main(["test", *args, *_fast(tmp_path), "--ckpt_path", str(last)])
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results == json.loads(Path(test.results_writer.path).read_text())
+    assert {"psnr", "ssim", "mae", "input_psnr"} <= set(results["metrics"])
+    assert results["checkpoint"] == str(last.resolve())
+    assert results["config"]["model"]["class_path"] == "lightning_modules.zero_dce.ZeroDCE"
+    assert results["dataset_root"]["test_root"].endswith("Dataset_Part2")
+    assert results["git_commit"]
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    Image.fromarray(rng.integers(0, 80, (37, 53, 3), dtype=np.uint8)).save(photos / "odd.PNG")
+    Image.fromarray(rng.integers(0, 80, (20, 31, 3), dtype=np.uint8)).save(photos / "small.jpg")
+    out = tmp_path / "enhanced"
+    cli_main(["predict", "-c", config, "--data.init_args.predict_root", str(photos), "--ckpt_path", str(last),
+              "--run.output_dir", str(out), "--run.root", str(tmp_path / "runs"),
+              "--trainer.enable_progress_bar", "false"])
+    written = {p.name: Image.open(p).size for p in out.glob("*.png")}
+    assert written == {"odd.png": (53, 37), "small.png": (31, 20)}
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(sice_root, tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "experiments.cli", "fit", "-c", str(CONFIGS / "demo.yaml"), *_data_args(sice_root),
+           *_fast(tmp_path, steps=2), "--run.name", "ddp", "--trainer.accelerator", "cpu",
+           "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "runs" / "zero_dce" / "ddp" / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=False)
+    assert ckpt["global_step"] == 2
+    assert len(list((tmp_path / "runs" / "zero_dce").iterdir())) == 1  # both ranks used one run directory
