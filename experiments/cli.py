@@ -25,9 +25,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import warnings
+
 from experiments.env import configure_environment
 
 configure_environment()
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
@@ -64,6 +68,8 @@ class DarkroomCLI(LightningCLI):
             run=run,
             **kwargs,
         )
+        if run:
+            _finish_wandb()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run.name", type=str | None, default=None, help="Run name (directory and W&B name).")
@@ -106,7 +112,6 @@ class DarkroomCLI(LightningCLI):
             kwargs["logger"] = make_loggers(self.run_dir, group=group, name=self.run_dir.name, tags=tags,
                                             job_type=sub, config=config_dict, use_wandb=run.wandb)
         kwargs.setdefault("default_root_dir", str(self.run_dir))
-        self.save_config_kwargs["config_filename"] = "config.yaml" if sub == "fit" else f"config_{sub}.yaml"
 
         callbacks = list(trainer_cfg.get("callbacks") or [])
         if sub == "fit" and trainer_cfg.get("enable_checkpointing", True) is not False:
@@ -125,6 +130,14 @@ class DarkroomCLI(LightningCLI):
             callbacks.append(self.image_writer)
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run of this command so the next in-process command (demo, sweep) starts its own."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(quiet=True)
 
 
 def _has_validation(datamodule: LightningDataModule | None) -> bool:

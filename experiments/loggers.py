@@ -1,7 +1,8 @@
 """Run directories and the loggers of every run: W&B (always) + CSV (for local tables).
 
-A run directory ``runs/<group>/<name>/`` holds ``config.yaml``, ``metrics.csv``, ``checkpoints/``,
-``wandb/``, ``images/`` and, after ``test``, ``results.json``. Its W&B run id is kept in
+A run directory ``runs/<group>/<name>/`` holds ``logs/<job>_<k>/`` (``metrics.csv`` and the resolved
+``config.yaml`` of each command), ``checkpoints/``, ``wandb/``, ``images/`` and, after ``test``,
+``results.json``. Its W&B run id is kept in
 ``wandb_id.txt`` so that resuming from a checkpoint of the run continues the same W&B run.
 """
 
@@ -41,12 +42,17 @@ def wandb_id(run_dir: Path) -> str:
 
 def make_loggers(run_dir: Path, *, group: str, name: str, tags: list[str], job_type: str,
                  config: dict | None = None, use_wandb: bool = True) -> list[Logger]:
-    """CSV logger writing ``run_dir/metrics.csv`` (first, so ``trainer.log_dir`` is the run dir) and W&B.
+    """A CSV logger (first, so ``trainer.log_dir`` is its folder) and W&B.
+
+    CSV: ``run_dir/logs/<job>_<k>/metrics.csv`` with a new ``k`` for each command, so a resumed fit
+    or a later test never overwrites earlier curves (the resolved config is saved beside it).
 
     W&B: project ``darkroom``, group = paper, job type = subcommand, tags from the config. The
     fit run and later test runs of one run directory share the run id (``resume="allow"``).
     """
-    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    logs = run_dir / "logs"
+    k = len(list(logs.glob(f"{job_type}_*"))) if logs.is_dir() else 0
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="logs", version=f"{job_type}_{k}")]
     if use_wandb:
         run_id = wandb_id(run_dir)
         if job_type != "fit":  # test/validate/predict get their own W&B run in the same group

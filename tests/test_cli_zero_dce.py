@@ -86,11 +86,14 @@ def test_fit_resume_test_predict(sice_root, tmp_path):
     last = run_dir / "checkpoints" / "last.ckpt"
     assert fit.trainer.global_step == 2 and last.exists()
     wandb_id = (run_dir / "wandb_id.txt").read_text()
-    assert (run_dir / "config.yaml").exists() and (run_dir / "metrics.csv").exists()
+    assert (run_dir / "logs" / "fit_0" / "config.yaml").exists()
+    assert (run_dir / "logs" / "fit_0" / "metrics.csv").exists()
 
     resumed = cli_main(["fit", *args, *_fast(tmp_path, steps=4), "--trainer.max_epochs", "5",
                         "--ckpt_path", str(last)])
     assert resumed.trainer.global_step == 4
+    assert (run_dir / "logs" / "fit_0" / "metrics.csv").exists()  # the first run's curves are kept
+    assert (run_dir / "logs" / "fit_1" / "metrics.csv").exists()
     assert resumed.run_dir == run_dir
     wandb_logger = [lg for lg in resumed.trainer.loggers if type(lg).__name__ == "WandbLogger"][0]
     assert wandb_logger.version == wandb_id
