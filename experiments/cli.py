@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
-
-import warnings
 
 from experiments.env import configure_environment
 

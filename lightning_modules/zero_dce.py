@@ -470,10 +470,10 @@ class ZeroDCE(LightningModule):
         x = batch["input"]
         enhanced, maps = self.net(x)
         terms = self.loss(enhanced, x, maps)
-        self.log_dict(
-            {f"train/loss_{k}": v for k, v in terms.items() if k != "total"}, on_step=True, on_epoch=True
-        )
-        self.log("train/loss", terms["total"], on_step=True, on_epoch=True, prog_bar=True)
+        n = x.shape[0]
+        self.log_dict({f"train/loss_{k}": v for k, v in terms.items() if k != "total"},
+                      on_step=True, on_epoch=True, batch_size=n)
+        self.log("train/loss", terms["total"], on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
         return terms["total"]
 
     def _evaluate(self, batch: dict, batch_idx: int, stage: str) -> torch.Tensor:
