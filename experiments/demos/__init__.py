@@ -1,0 +1,31 @@
+"""The parts of ``darkroom demo``: one module per paper with ``run(out, quick) -> DemoResult``.
+
+A paper joins the demo by adding its module here and its name to :data:`PARTS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Demo parts in the order they run (module names under ``experiments.demos``).
+PARTS: tuple[str, ...] = ("zero_dce",)
+
+
+@dataclass
+class DemoResult:
+    """What one demo part reports: a titled Markdown table, files to look at, and whether it passed its check."""
+
+    title: str
+    table: str
+    files: dict[str, str] = field(default_factory=dict)
+    ok: bool = True
+    failure: str = ""
+
+
+def markdown_table(rows: list[tuple[str, dict]], columns: list[tuple[str, str]], digits: int = 3) -> str:
+    """``rows`` = (method, {metric: value}); ``columns`` = (metric key, header)."""
+    lines = ["| method | " + " | ".join(h for _, h in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, values in rows:
+        cells = [f"{values[k]:.{digits}f}" if values.get(k) is not None else "–" for k, _ in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
