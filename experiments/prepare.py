@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     dped.add_argument("--phone-name", default="iphone", choices=["iphone", "sony", "blackberry"])
     dped.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     dped.add_argument("--seed", type=int, default=0)
+    dped.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
     if args.what == "synthetic":
         from datamodules.synthetic.sice import write_sice
@@ -34,5 +35,5 @@ def main(argv: list[str] | None = None) -> None:
         from datamodules.alignment import prepare_dped
 
         report = prepare_dped(args.phone, args.dslr, args.out, phone=args.phone_name,
-                              workers=args.workers, seed=args.seed)
-        print(report)
+                              workers=args.workers, seed=args.seed, overwrite=args.overwrite)
+        print(report.summary())
