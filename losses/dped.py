@@ -1,0 +1,289 @@
+"""DPED losses (Ignatov et al., ICCV 2017), exactly as the official code computes them.
+
+SOURCE: aiff22/DPED @ ebb0131, ``train_model.py`` (loss graph), ``utils.py`` (``gauss_kernel``, ``blur``,
+``_tensor_size``), ``vgg.py``; digest ``../shared/papers/dped.md`` §3. Notation: E enhanced, D DSLR target,
+both N×3×H×W RGB in [0, 1]; b = N. All terms are computed in float32, also under autocast.
+
+Official generator objective: ``L_G = 10·L_content + 0.5·L_colour + 1·L_texture + 2000·L_TV``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from losses.vgg import VGG19Features
+
+__all__ = [
+    "ALTERNATIVE_WEIGHTS",
+    "OFFICIAL_WEIGHTS",
+    "ColorLoss",
+    "ContentLoss",
+    "DPEDGeneratorLoss",
+    "DiscriminatorLoss",
+    "TVLoss",
+    "TextureLoss",
+    "color_loss",
+    "content_loss",
+    "discriminator_loss",
+    "gauss_kernel_official",
+    "texture_loss",
+    "tv_loss",
+]
+
+OFFICIAL_WEIGHTS: dict[str, float] = {"content": 10.0, "color": 0.5, "texture": 1.0, "tv": 2000.0}
+"""Official repo defaults (``utils.process_command_args``); they trained the released models (DPED #17)."""
+
+ALTERNATIVE_WEIGHTS: dict[str, float] = {"content": 1.0, "color": 0.1, "texture": 0.4, "tv": 400.0}
+"""Alternative set used in DPED #17 and repo i44p/DPED-pytorch; possibly the paper's — unverified."""
+
+_PROB_CLIP = 1e-10
+
+
+def _fp32(*xs: Tensor) -> list[Tensor]:
+    return [x.float() for x in xs]
+
+
+def _check_images(*xs: Tensor) -> None:
+    for x in xs:
+        if x.ndim != 4:
+            raise ValueError(f"expected N×C×H×W images, got shape {tuple(x.shape)}")
+    if len(xs) == 2 and xs[0].shape != xs[1].shape:
+        raise ValueError(f"shapes differ: {tuple(xs[0].shape)} vs {tuple(xs[1].shape)}")
+
+
+def gauss_kernel_official(kernlen: int = 21, nsig: float = 3.0) -> Tensor:
+    """The official ``utils.gauss_kernel(21, 3)`` blur kernel, reproduced literally (float32, kernlen×kernlen).
+
+    ``interval = (2·nsig + 1)/kernlen``; edges = ``kernlen + 1`` points from ``−nsig − interval/2`` to
+    ``nsig + interval/2``; 1-D weights = differences of the standard normal CDF at the edges; 2-D kernel =
+    **sqrt** of their outer product, normalised to sum 1. The sqrt makes it a Gaussian of effective σ ≈ 4.34 px
+    (not 3): kornia/torchvision ``gaussian_blur(21, σ=3)`` is a different kernel.
+    """
+    interval = (2 * nsig + 1.0) / kernlen
+    edges = torch.linspace(-nsig - interval / 2.0, nsig + interval / 2.0, kernlen + 1, dtype=torch.float64)
+    cdf = 0.5 * (1.0 + torch.erf(edges / math.sqrt(2.0)))
+    k1 = cdf[1:] - cdf[:-1]
+    k2 = torch.sqrt(torch.outer(k1, k1))
+    return (k2 / k2.sum()).float()
+
+
+def _blur(x: Tensor, kernel: Tensor) -> Tensor:
+    """``utils.blur``: depthwise conv with the same kernel per channel, TF 'SAME' zero padding."""
+    c = x.shape[1]
+    k = kernel.to(x).expand(c, 1, *kernel.shape[-2:])
+    return F.conv2d(x, k, padding=(kernel.shape[-2] // 2, kernel.shape[-1] // 2), groups=c)
+
+
+def color_loss(enhanced: Tensor, target: Tensor, kernel: Tensor | None = None) -> Tensor:
+    """Colour loss: ``Σ_{n,c,h,w} (blur(D) − blur(E))² / (2·b)`` — a per-image **half sum**, not a mean.
+
+    Args:
+        enhanced, target: N×C×H×W in [0, 1].
+        kernel: k×k blur kernel (default :func:`gauss_kernel_official` (21, 3)).
+
+    Returns:
+        scalar ≥ 0 (float32).
+
+    SOURCE: ``train_model.py``: ``loss_color = reduce_sum(pow(dslr_blur − enhanced_blur, 2)) / (2·batch_size)``.
+    """
+    _check_images(enhanced, target)
+    with torch.autocast(enhanced.device.type, enabled=False):
+        e, d = _fp32(enhanced, target)
+        kernel = gauss_kernel_official() if kernel is None else kernel
+        diff = _blur(d, kernel.float()) - _blur(e, kernel.float())
+        return diff.pow(2).sum() / (2 * e.shape[0])
+
+
+def texture_loss(logits: Tensor) -> Tensor:
+    """Generator texture (adversarial) loss: ``Σ_batch log(clip(softmax(logits)[:, 1], 1e−10, 1))``.
+
+    The discriminator sees only enhanced patches (target [0, 1]: class 1 = enhanced), and ``L_tex = −L_D``, so
+    G minimises the log-probability that D calls its output "enhanced" (saturating minimax form). **Summed over
+    the batch**; negative by construction (≈ b·ln 0.5 when D is at chance — DPED #8).
+
+    Args:
+        logits: N×2 discriminator logits on the enhanced (grayscale) patches.
+
+    SOURCE: ``train_model.py``: ``loss_texture = −loss_discrim`` with adv = 0.
+    """
+    if logits.ndim != 2 or logits.shape[1] != 2:
+        raise ValueError(f"expected N×2 discriminator logits, got shape {tuple(logits.shape)}")
+    with torch.autocast(logits.device.type, enabled=False):
+        p = torch.softmax(logits.float(), dim=1)
+        return torch.log(p[:, 1].clamp(_PROB_CLIP, 1.0)).sum()
+
+
+def discriminator_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Discriminator loss: ``−Σ_batch Σ_classes t · log(clip(softmax(logits), 1e−10, 1))``, summed over the batch.
+
+    Args:
+        logits: N×2 discriminator logits.
+        targets: N×2 target distributions ``[adv, 1 − adv]``, or N values ``adv`` (1 = DSLR, 0 = enhanced).
+
+    SOURCE: ``train_model.py``: ``loss_discrim = −reduce_sum(discrim_target · log(clip_by_value(pred, 1e−10, 1)))``.
+    """
+    if logits.ndim != 2 or logits.shape[1] != 2:
+        raise ValueError(f"expected N×2 discriminator logits, got shape {tuple(logits.shape)}")
+    with torch.autocast(logits.device.type, enabled=False):
+        t = targets.float()
+        if t.ndim == 1:
+            t = torch.stack([t, 1.0 - t], dim=1)
+        if t.shape != logits.shape:
+            raise ValueError(
+                f"targets must be N or N×2 matching logits {tuple(logits.shape)}, got {tuple(targets.shape)}"
+            )
+        p = torch.softmax(logits.float(), dim=1)
+        return -(t * torch.log(p.clamp(_PROB_CLIP, 1.0))).sum()
+
+
+def content_loss(enhanced: Tensor, target: Tensor, vgg: nn.Module) -> Tensor:
+    """Content loss: mean over batch and feature elements of ``(φ(E) − φ(D))²``, φ = VGG-19 relu5_4.
+
+    ``vgg`` takes [0, 1] RGB and applies its own input normalisation: for the official MatConvNet weights
+    (:class:`losses.vgg.VGG19Features`, ``"caffe"``) that is ``255·x − (123.68, 116.779, 103.939)``, no std.
+
+    Args:
+        enhanced, target: N×3×H×W in [0, 1].
+        vgg: frozen feature extractor (N×3×H×W → N×C×h×w).
+
+    SOURCE: ``train_model.py``: ``2·l2_loss(φ(E) − φ(D)) / (_tensor_size(φ(D))·batch_size)``.
+    """
+    _check_images(enhanced, target)
+    with torch.autocast(enhanced.device.type, enabled=False):
+        e, d = _fp32(enhanced, target)
+        fe = vgg(e)
+        with torch.no_grad():
+            fd = vgg(d)
+        return (fe.float() - fd.float()).pow(2).mean()
+
+
+def tv_loss(enhanced: Tensor) -> Tensor:
+    """Total variation (squared form): ``mean((E[..., :, 1:] − E[..., :, :−1])²) + mean((E[..., 1:, :] − E[..., :−1, :])²)``.
+
+    SOURCE: ``train_model.py``: ``2·(x_tv/tv_x_size + y_tv/tv_y_size)/batch_size`` with TF ``l2_loss = ½Σ``.
+    """
+    _check_images(enhanced)
+    with torch.autocast(enhanced.device.type, enabled=False):
+        e = enhanced.float()
+        dx = e[..., :, 1:] - e[..., :, :-1]
+        dy = e[..., 1:, :] - e[..., :-1, :]
+        return dx.pow(2).mean() + dy.pow(2).mean()
+
+
+class _Weighted(nn.Module):
+    def __init__(self, loss_weight: float = 1.0) -> None:
+        super().__init__()
+        self.loss_weight = loss_weight
+
+
+class ColorLoss(_Weighted):
+    """``loss_weight · color_loss(E, D)``; the official 21×21 kernel is a (non-persistent) buffer."""
+
+    def __init__(self, loss_weight: float = 1.0, kernlen: int = 21, nsig: float = 3.0) -> None:
+        super().__init__(loss_weight)
+        self.register_buffer("kernel", gauss_kernel_official(kernlen, nsig), persistent=False)
+
+    def forward(self, enhanced: Tensor, target: Tensor) -> Tensor:
+        return self.loss_weight * color_loss(enhanced, target, self.kernel)
+
+
+class TextureLoss(_Weighted):
+    """``loss_weight · texture_loss(logits)`` (logits of D on enhanced patches)."""
+
+    def forward(self, logits: Tensor) -> Tensor:
+        return self.loss_weight * texture_loss(logits)
+
+
+class DiscriminatorLoss(_Weighted):
+    """``loss_weight · discriminator_loss(logits, targets)``."""
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return self.loss_weight * discriminator_loss(logits, targets)
+
+
+class TVLoss(_Weighted):
+    """``loss_weight · tv_loss(E)``."""
+
+    def forward(self, enhanced: Tensor) -> Tensor:
+        return self.loss_weight * tv_loss(enhanced)
+
+
+class ContentLoss(_Weighted):
+    """``loss_weight · content_loss(E, D, vgg)``; builds :class:`VGG19Features` (relu5_4) when none is given."""
+
+    def __init__(
+        self, loss_weight: float = 1.0, vgg: nn.Module | None = None, vgg_weights: str | None = None
+    ) -> None:
+        super().__init__(loss_weight)
+        self.vgg = vgg if vgg is not None else VGG19Features("relu5_4", weights=vgg_weights)
+
+    def forward(self, enhanced: Tensor, target: Tensor) -> Tensor:
+        return self.loss_weight * content_loss(enhanced, target, self.vgg)
+
+
+class DPEDGeneratorLoss(nn.Module):
+    """Weighted DPED generator objective; returns every term and the total.
+
+    Args:
+        weights: per-term weights (keys ``content``, ``color``, ``texture``, ``tv``); missing keys come from
+            ``preset``. A weight of 0 skips the term entirely (content 0 needs no VGG; texture 0 needs no logits).
+        preset: ``"official"`` (10 / 0.5 / 1 / 2000, :data:`OFFICIAL_WEIGHTS`) or ``"alternative"``
+            (1 / 0.1 / 0.4 / 400, :data:`ALTERNATIVE_WEIGHTS`, unverified paper values).
+        vgg: content feature extractor; default :class:`VGG19Features` (relu5_4, local weights, see
+            :mod:`losses.vgg`), built only if the content weight is non-zero.
+        vgg_weights: weight file for that default extractor.
+
+    Forward:
+        ``(enhanced N×3×H×W, target N×3×H×W, disc_logits N×2 | None)`` → dict with the unweighted terms
+        ``content``, ``color``, ``texture``, ``tv`` (those with weight ≠ 0) and ``total`` = Σ weight·term.
+    """
+
+    TERMS = ("content", "color", "texture", "tv")
+
+    def __init__(
+        self,
+        weights: Mapping[str, float] | None = None,
+        preset: Literal["official", "alternative"] = "official",
+        vgg: nn.Module | None = None,
+        vgg_weights: str | None = None,
+    ) -> None:
+        super().__init__()
+        presets = {"official": OFFICIAL_WEIGHTS, "alternative": ALTERNATIVE_WEIGHTS}
+        if preset not in presets:
+            raise ValueError(f"preset must be 'official' or 'alternative', got {preset!r}")
+        unknown = set(weights or {}) - set(self.TERMS)
+        if unknown:
+            raise ValueError(f"unknown DPED loss term(s) {sorted(unknown)}; expected {self.TERMS}")
+        self.weights: dict[str, float] = {**presets[preset], **dict(weights or {})}
+        self.register_buffer("kernel", gauss_kernel_official(), persistent=False)
+        if self.weights["content"] != 0 and vgg is None:
+            vgg = VGG19Features("relu5_4", weights=vgg_weights)
+        self.vgg = vgg if self.weights["content"] != 0 else None
+
+    def forward(
+        self, enhanced: Tensor, target: Tensor, disc_logits: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        terms: dict[str, Tensor] = {}
+        w = self.weights
+        if w["content"] != 0:
+            assert self.vgg is not None
+            terms["content"] = content_loss(enhanced, target, self.vgg)
+        if w["color"] != 0:
+            terms["color"] = color_loss(enhanced, target, self.kernel)
+        if w["texture"] != 0:
+            if disc_logits is None:
+                raise ValueError("texture weight ≠ 0: pass the discriminator logits on the enhanced patches")
+            terms["texture"] = texture_loss(disc_logits)
+        if w["tv"] != 0:
+            terms["tv"] = tv_loss(enhanced)
+        total = enhanced.new_zeros((), dtype=torch.float32)
+        for name, value in terms.items():
+            total = total + w[name] * value
+        terms["total"] = total
+        return terms
