@@ -1,0 +1,601 @@
+"""ReFusion (Bai et al., IJCV 2024): fusion network F, loss proposal network P, reconstruction network R,
+the official-weights loader, and the meta-learning step as pure functions (``torch.func``).
+
+- :class:`FusionNet` is the official released fusion module (HaowenBai/ReFusion ``ReFusion.py``, class ``ReFusion``,
+  commit 54b7334) with plain ``nn.Conv2d`` layers instead of the ``MetaConv2d`` wrappers: the ``*_meta`` shadow
+  tensors of the official "MetaModule" pattern are replaced by :func:`torch.func.functional_call` with updated
+  parameter dicts (:func:`inner_update`), so nothing is hand-copied.
+- :class:`LossProposalNet` (P) and :class:`ReconstructionNet` (R) were never released; their blocks follow TDFusion's
+  official ``nets/ReFusion.py`` (class ``LPN``) and the ReFusion framework figure (details: each class docstring).
+- The meta-learning step (digest §4): ``inner_update`` = one differentiable SGD step of F on P's loss (graph kept:
+  second order) and one first-order SGD step of R; ``meta_loss`` = reconstruction loss of R'(F'(x')) on the next batch,
+  whose backward reaches P's parameters through F' (Hessian-vector products); ``normalised_gradient_update_`` = the
+  official P update ``p ← p − lr·grad / max|grad|``.
+
+All networks take and return float tensors in [0, 1]. Sources are N×K×C×H×W (K = 2, C = 1: Y channels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad
+
+from losses.refusion import refusion_fusion_loss, refusion_reconstruction_loss, sobel_gradient
+
+__all__ = [
+    "OFFICIAL_REFUSION_SOURCE",
+    "OFFICIAL_REFUSION_TASKS",
+    "FusionNet",
+    "LossProposalNet",
+    "ReconstructionNet",
+    "TransformerBlock",
+    "map_official_refusion_state_dict",
+    "load_official_refusion",
+    "InnerStep",
+    "inner_update",
+    "meta_loss",
+    "normalised_gradient_update_",
+]
+
+OFFICIAL_REFUSION_SOURCE = (
+    "https://github.com/HaowenBai/ReFusion (commit 54b733420e67042aa6ddd146ec3edef902122930), "
+    "models/ReFusion_{IVIF,MEIF,MFIF,MIF}.pth"
+)
+#: task → (first source, second source), the input order of the official ``test.py`` (F is not symmetric).
+OFFICIAL_REFUSION_TASKS: dict[str, tuple[str, str]] = {
+    "IVIF": ("infrared", "visible"),
+    "MIF": ("CT/PET/SPECT", "MRI"),
+    "MFIF": ("near focus", "far focus"),
+    "MEIF": ("under-exposed", "over-exposed"),
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Restormer blocks (official ReFusion.py), bias-free convolutions
+# --------------------------------------------------------------------------------------------------------------
+def _conv(c_in: int, c_out: int, kernel_size: int = 1, groups: int = 1, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, kernel_size, stride=1, padding=kernel_size // 2, groups=groups, bias=bias)
+
+
+class WithBiasLayerNorm(nn.Module):
+    """LayerNorm over the channels of each pixel: ``(x − μ)/sqrt(σ² + 1e-5)·weight + bias`` (biased σ²).
+
+    Input N×C×H×W. SOURCE: official ``WithBias_LayerNorm`` (there applied on ``b (h w) c``; same values).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        mu = x.mean(1, keepdim=True)
+        var = x.var(1, keepdim=True, unbiased=False)
+        return (x - mu) / torch.sqrt(var + 1e-5) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class LayerNorm2d(nn.Module):
+    """Holder so that parameter names are ``norm1.body.weight`` as in the official checkpoints."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.body = WithBiasLayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+def _transposed_attention(q: Tensor, k: Tensor, v: Tensor, temperature: Tensor, heads: int) -> Tensor:
+    """softmax(norm(q)·norm(k)ᵀ·τ)·v per head over channels (MDTA); q, k, v N×C×H×W, τ heads×1×1."""
+    n, c, h, w = q.shape
+    q, k, v = (t.reshape(n, heads, c // heads, h * w) for t in (q, k, v))
+    q = F.normalize(q, dim=-1)
+    k = F.normalize(k, dim=-1)
+    attn = (q @ k.transpose(-2, -1) * temperature).softmax(dim=-1)
+    return (attn @ v).reshape(n, c, h, w)
+
+
+class Attention(nn.Module):
+    """Multi-Dconv head transposed attention (MDTA). SOURCE: official ``Attention``."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = _conv(dim, dim * 3, 1, bias=bias)
+        self.qkv_dwconv = _conv(dim * 3, dim * 3, 3, groups=dim * 3, bias=bias)
+        self.project_out = _conv(dim, dim, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        return self.project_out(_transposed_attention(q, k, v, self.temperature, self.num_heads))
+
+
+class FeedForward(nn.Module):
+    """Gated-Dconv feed-forward network (GDFN). SOURCE: official ``FeedForward``."""
+
+    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool = False) -> None:
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.project_in = _conv(dim, hidden * 2, 1, bias=bias)
+        self.dwconv = _conv(hidden * 2, hidden * 2, 3, groups=hidden * 2, bias=bias)
+        self.project_out = _conv(hidden, dim, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(x1) * x2)
+
+
+class TransformerBlock(nn.Module):
+    """Restormer transformer block (RTB): ``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))``."""
+
+    def __init__(
+        self, dim: int, num_heads: int = 8, ffn_expansion_factor: float = 2, bias: bool = False
+    ) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm2d(dim)
+        self.attn = Attention(dim, num_heads, bias)
+        self.norm2 = LayerNorm2d(dim)
+        self.ffn = FeedForward(dim, ffn_expansion_factor, bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+def _blocks(dim: int, n: int, heads: int, ffn: float, bias: bool) -> nn.ModuleList:
+    return nn.ModuleList([TransformerBlock(dim, heads, ffn, bias) for _ in range(n)])
+
+
+def _run(blocks: nn.ModuleList, x: Tensor) -> Tensor:
+    for block in blocks:
+        x = block(x)
+    return x
+
+
+class AFM(nn.Module):
+    """Adaptive fusion module: cross transposed attention between the two branches, then gated mixing.
+
+    In: two N×dim×H×W maps; out: N×2·dim×H×W. SOURCE: official ``AFM`` (attn_1 uses q_2 with k_1, v_1 and
+    attn_2 uses q_1 with k_2, v_2; gates from ``project_E`` on the concatenation).
+    """
+
+    def __init__(self, dim: int = 16, num_heads: int = 8, bias: bool = False) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.temperature1 = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.temperature2 = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv1 = _conv(dim, dim * 3, 1, bias=bias)
+        self.qkv1_dwconv = _conv(dim * 3, dim * 3, 3, groups=dim * 3, bias=bias)
+        self.qkv2 = _conv(dim, dim * 3, 1, bias=bias)
+        self.qkv2_dwconv = _conv(dim * 3, dim * 3, 3, groups=dim * 3, bias=bias)
+        self.project_mid1 = _conv(dim, dim, 1, bias=bias)
+        self.project_mid2 = _conv(dim, dim, 1, bias=bias)
+        self.project_E = _conv(dim * 2, dim * 8, 1, bias=bias)
+        self.project_E_d = _conv(dim * 8, dim * 8, 3, groups=dim * 8, bias=bias)
+        self.project_E1 = _conv(dim, dim * 4, 1, bias=bias)
+        self.project_E1_d = _conv(dim * 4, dim * 4, 3, groups=dim * 4, bias=bias)
+        self.project_E2 = _conv(dim, dim * 4, 1, bias=bias)
+        self.project_E2_d = _conv(dim * 4, dim * 4, 3, groups=dim * 4, bias=bias)
+        self.project_out1 = _conv(dim * 4, dim * 2, 1, bias=bias)
+        self.project_out2 = _conv(dim * 4, dim * 2, 1, bias=bias)
+
+    def forward(self, x1: Tensor, x2: Tensor) -> Tensor:
+        q1, k1, v1 = self.qkv1_dwconv(self.qkv1(x1)).chunk(3, dim=1)
+        q2, k2, v2 = self.qkv2_dwconv(self.qkv2(x2)).chunk(3, dim=1)
+        out1 = _transposed_attention(q2, k1, v1, self.temperature1, self.num_heads)
+        out2 = _transposed_attention(q1, k2, v2, self.temperature2, self.num_heads)
+        x1 = x1 + self.project_mid1(out1)
+        x2 = x2 + self.project_mid2(out2)
+        out = torch.cat([x1, x2], 1)
+        g1, g2 = self.project_E_d(self.project_E(out)).chunk(2, dim=1)
+        x1 = F.gelu(g1) * self.project_E1_d(self.project_E1(x1))
+        x2 = F.gelu(g2) * self.project_E2_d(self.project_E2(x2))
+        return out + self.project_out1(x1) + self.project_out2(x2)
+
+
+def _as_pair(x: Tensor, who: str) -> Tensor:
+    """Accept N×2×H×W or the sources layout N×2×1×H×W; return N×2×H×W."""
+    if x.ndim == 5 and x.shape[1] == 2 and x.shape[2] == 1:
+        x = x[:, :, 0]
+    if x.ndim != 4 or x.shape[1] != 2:
+        raise ValueError(
+            f"{who} expects the Y channels of K=2 sources concatenated, N×2×H×W (or N×2×1×H×W); "
+            f"got shape {tuple(x.shape)}"
+        )
+    return x
+
+
+# --------------------------------------------------------------------------------------------------------------
+# F: the official fusion module
+# --------------------------------------------------------------------------------------------------------------
+class FusionNet(nn.Module):
+    """ReFusion's fusion module F, exactly the official released network (59,856 parameters with the defaults).
+
+    ``I_a → Conv3×3(1→dim) → num_blocks·RTB(dim)``, same for ``I_b`` with its own weights; AFM → 2·dim channels;
+    ``num_blocks·RTB(2·dim) → Conv3×3(2·dim→dim) → LeakyReLU(0.01) → Conv3×3(dim→1) → Sigmoid``. No biases.
+
+    Input: N×2×H×W (Y of source a, Y of source b, in [0, 1], the official order per task is
+    :data:`OFFICIAL_REFUSION_TASKS`) or N×2×1×H×W. Output: N×1×H×W in (0, 1). Any H×W ≥ 1: every layer has stride 1
+    and "same" padding and attention is over channels (no down/up-sampling, no padding needed; the official
+    ``test.py`` feeds full images as they are).
+
+    SOURCE: HaowenBai/ReFusion ``ReFusion.py`` class ``ReFusion`` (dim 16, 2 blocks, 8 heads, FFN factor 2, bias False).
+    """
+
+    def __init__(
+        self,
+        dim: int = 16,
+        num_blocks: int = 2,
+        heads: int = 8,
+        ffn_expansion_factor: float = 2,
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.project_in_1 = _conv(1, dim, 3, bias=bias)
+        self.project_in_2 = _conv(1, dim, 3, bias=bias)
+        self.encoder1 = _blocks(dim, num_blocks, heads, ffn_expansion_factor, bias)
+        self.encoder2 = _blocks(dim, num_blocks, heads, ffn_expansion_factor, bias)
+        self.FM = AFM(dim, heads, bias)
+        self.decoder = _blocks(dim * 2, num_blocks, heads, ffn_expansion_factor, bias)
+        self.project_out_0 = _conv(dim * 2, dim, 3, bias=bias)
+        self.act = nn.LeakyReLU()
+        self.project_out_1 = _conv(dim, 1, 3, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = _as_pair(x, "FusionNet")
+        x1 = _run(self.encoder1, self.project_in_1(x[:, :1]))
+        x2 = _run(self.encoder2, self.project_in_2(x[:, 1:]))
+        out = _run(self.decoder, self.FM(x1, x2))
+        out = self.project_out_1(self.act(self.project_out_0(out)))
+        return torch.sigmoid(out)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# P and R: not released; TDFusion blocks + the ReFusion figure
+# --------------------------------------------------------------------------------------------------------------
+class _ProposalBranch(nn.Module):
+    """TDFusion's official ``LPN`` (nets/ReFusion.py), same parameter names: per source Conv3×3(1→dim) →
+    num_blocks·RTB(dim); concat → num_blocks·RTB(2·dim) → Conv3×3(2·dim→dim) → PReLU → Conv3×3(dim→2) → Softmax."""
+
+    def __init__(
+        self, dim: int, num_blocks: int, heads: int, ffn_expansion_factor: float, bias: bool
+    ) -> None:
+        super().__init__()
+        self.patch_embed1 = _conv(1, dim, 3, bias=bias)
+        self.patch_embed2 = _conv(1, dim, 3, bias=bias)
+        self.encoder1 = _blocks(dim, num_blocks, heads, ffn_expansion_factor, bias)
+        self.encoder2 = _blocks(dim, num_blocks, heads, ffn_expansion_factor, bias)
+        self.encoder3 = _blocks(dim * 2, num_blocks, heads, ffn_expansion_factor, bias)
+        self.out1 = _conv(dim * 2, dim, 3, bias=bias)
+        self.out2 = nn.PReLU()
+        self.out3 = _conv(dim, 2, 3, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1 = _run(self.encoder1, self.patch_embed1(x[:, :1]))
+        x2 = _run(self.encoder2, self.patch_embed2(x[:, 1:]))
+        out = _run(self.encoder3, torch.cat((x1, x2), 1))
+        return self.out3(self.out2(self.out1(out))).softmax(dim=1)
+
+
+class LossProposalNet(nn.Module):
+    """ReFusion's loss proposal network P: per-pixel softmax weights over the 2 sources for the loss terms.
+
+    Two sub-networks of identical structure (TDFusion's official ``LPN``, see ``_ProposalBranch``):
+    ``intensity`` on (I_a, I_b) → w; ``gradient`` on (∇I_a, ∇I_b) (Sobel magnitude, as in the ReFusion figure) → v.
+    ``gradient_input='intensity'`` feeds it (I_a, I_b) instead (how the unofficial training copy calls P; which
+    input the real P used is not found). Exact layers / parameter count of ReFusion's P: **not found** (not released);
+    these are inferred (digest §2.2).
+
+    Input: N×2×H×W or N×2×1×H×W in [0, 1]. Output: ``(w, v)``, each N×2×1×H×W (sources layout), ≥ 0, summing to 1
+    over dim 1.
+    """
+
+    def __init__(
+        self,
+        dim: int = 16,
+        num_blocks: int = 2,
+        heads: int = 8,
+        ffn_expansion_factor: float = 2,
+        bias: bool = False,
+        gradient_input: Literal["gradient", "intensity"] = "gradient",
+    ) -> None:
+        super().__init__()
+        if gradient_input not in ("gradient", "intensity"):
+            raise ValueError(f"gradient_input must be 'gradient' or 'intensity', got {gradient_input!r}")
+        self.gradient_input = gradient_input
+        self.intensity = _ProposalBranch(dim, num_blocks, heads, ffn_expansion_factor, bias)
+        self.gradient = _ProposalBranch(dim, num_blocks, heads, ffn_expansion_factor, bias)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = _as_pair(x, "LossProposalNet")
+        g_in = sobel_gradient(x) if self.gradient_input == "gradient" else x
+        return self.intensity(x).unsqueeze(2), self.gradient(g_in).unsqueeze(2)
+
+
+class _ReconstructionBranch(nn.Module):
+    def __init__(
+        self, dim: int, num_blocks: int, heads: int, ffn_expansion_factor: float, bias: bool
+    ) -> None:
+        super().__init__()
+        self.project_in = _conv(1, dim, 3, bias=bias)
+        self.blocks = _blocks(dim, num_blocks, heads, ffn_expansion_factor, bias)
+        self.project_out = _conv(dim, 1, 3, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(self.project_out(_run(self.blocks, self.project_in(x))))
+
+
+class ReconstructionNet(nn.Module):
+    """ReFusion's reconstruction network R: recovers every source from the fused image.
+
+    One branch per source, from the ReFusion figure: ``I_f → Conv3×3(1→dim) → num_blocks·RTB(dim) → Conv3×3(dim→1)
+    → Sigmoid → Î_k``. Widths (dim 16, 8 heads, FFN factor 2, no bias) are **our choice** (same as F); R was never
+    released and its layers / parameter count are not found (digest §2.3).
+
+    Input: N×1×H×W fused image in [0, 1]. Output: N×K×1×H×W reconstructions in (0, 1) (K = ``num_sources``, order
+    of the sources given to F).
+    """
+
+    def __init__(
+        self,
+        num_sources: int = 2,
+        dim: int = 16,
+        num_blocks: int = 2,
+        heads: int = 8,
+        ffn_expansion_factor: float = 2,
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            [
+                _ReconstructionBranch(dim, num_blocks, heads, ffn_expansion_factor, bias)
+                for _ in range(num_sources)
+            ]
+        )
+
+    def forward(self, fused: Tensor) -> Tensor:
+        if fused.ndim != 4 or fused.shape[1] != 1:
+            raise ValueError(
+                f"ReconstructionNet expects a fused N×1×H×W image, got shape {tuple(fused.shape)}"
+            )
+        return torch.stack([branch(fused) for branch in self.branches], dim=1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Official weights
+# --------------------------------------------------------------------------------------------------------------
+def map_official_refusion_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Map an official ReFusion state_dict (140 keys) onto :class:`FusionNet`'s names (86 keys).
+
+    The official ``MetaConv2d`` registers one Parameter twice (``<m>.weight`` and ``<m>.conv.weight``), so the
+    checkpoints hold 54 aliases; each ``<m>.conv.weight`` is checked to equal ``<m>.weight`` and dropped (or renamed
+    when ``<m>.weight`` is absent). A ``module.`` prefix (DataParallel) is stripped. Raises ValueError when an alias
+    disagrees with its twin.
+    """
+    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key.endswith(".conv.weight") or key.endswith(".conv.bias"):
+            base = key.rsplit(".conv.", 1)[0] + "." + key.rsplit(".", 1)[1]
+            twin = state.get(base)
+            if twin is not None:
+                if twin.shape != value.shape or not torch.equal(twin, value):
+                    raise ValueError(f"official ReFusion checkpoint: alias {key!r} differs from {base!r}")
+                continue
+            out[base] = value
+        else:
+            out[key] = value
+    return out
+
+
+def load_official_refusion(path: str | Path, map_location: str | torch.device = "cpu") -> FusionNet:
+    """Build a :class:`FusionNet` and load an official checkpoint strictly; returns it in eval mode.
+
+    Args:
+        path: one of ``ReFusion_{IVIF,MEIF,MFIF,MIF}.pth`` (official repo ``models/``).
+        map_location: the official tensors were saved on CUDA; default loads them on the CPU.
+
+    Raises:
+        FileNotFoundError: the file is absent (the message names it and its official source).
+        KeyError: keys missing from / unexpected in the checkpoint after alias mapping (listed).
+        ValueError: a tensor of the wrong shape, or an alias pair that disagrees.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ReFusion checkpoint not found: {path}. Official source: {OFFICIAL_REFUSION_SOURCE}"
+        )
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    mapped = map_official_refusion_state_dict(state)
+    net = FusionNet()
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(mapped))
+    unexpected = sorted(set(mapped) - set(expected))
+    if missing or unexpected:
+        raise KeyError(
+            f"{path.name} is not an official ReFusion fusion-module checkpoint: "
+            f"missing keys {missing[:10]}{' …' if len(missing) > 10 else ''} ({len(missing)}), "
+            f"unexpected keys {unexpected[:10]}{' …' if len(unexpected) > 10 else ''} ({len(unexpected)})"
+        )
+    bad = [
+        f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+        for k, v in mapped.items()
+        if v.shape != expected[k].shape
+    ]
+    if bad:
+        raise ValueError(f"{path.name}: tensors of the wrong shape: {bad[:10]}")
+    net.load_state_dict(mapped, strict=True)
+    return net.eval()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Meta-learning step (pure functions over parameter dicts)
+# --------------------------------------------------------------------------------------------------------------
+class InnerStep(NamedTuple):
+    """Result of :func:`inner_update`.
+
+    fusion_params: F' = F − lr·∇_F L_f, attached to the graph of P's parameters (second order); F's own
+        weights enter detached, so a backward of :func:`meta_loss` fills only P's ``.grad``.
+    reconstruction_params: R' = R − lr·∇_R L_r, detached (first order, as the official training code).
+    fusion_loss: L_f on the meta-train batch (attached). reconstruction_loss: L_r of R on F(x) (detached).
+    """
+
+    fusion_params: dict[str, Tensor]
+    reconstruction_params: dict[str, Tensor]
+    fusion_loss: Tensor
+    reconstruction_loss: Tensor
+
+
+def _params(module: nn.Module, given: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
+    return dict(given) if given is not None else dict(module.named_parameters())
+
+
+def _fp32(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _check_fusion_sources(sources: Tensor, who: str) -> None:
+    if sources.ndim != 5 or sources.shape[1] != 2 or sources.shape[2] != 1:
+        raise ValueError(
+            f"{who}: sources must be N×2×1×H×W (Y of the two sources), got {tuple(sources.shape)}"
+        )
+
+
+def inner_update(
+    fusion_net: nn.Module,
+    reconstruction_net: nn.Module,
+    loss_proposal_net: nn.Module,
+    sources: Tensor,
+    lr: float,
+    *,
+    reconstruction_targets: Tensor | None = None,
+    alpha_grad: float = 1.0,
+    squared_weights: bool = True,
+    loss_params: Mapping[str, Tensor] | None = None,
+    fusion_params: Mapping[str, Tensor] | None = None,
+    reconstruction_params: Mapping[str, Tensor] | None = None,
+) -> InnerStep:
+    """One virtual SGD step of F (differentiable, second order) and of R (first order) on a meta-train batch.
+
+    ``F' = F − lr·∇_F L_f(F(x); P(x))`` with P's maps **not detached**, so F' is a function of P's parameters;
+    ``R' = R − lr·∇_R L_r(R(F(x).detach()), targets)``, detached. Gradients come from :func:`torch.func.grad` over
+    :func:`torch.func.functional_call`; the modules themselves are not modified. Runs in fp32 with autocast off.
+
+    Args:
+        fusion_net, reconstruction_net, loss_proposal_net: F, R, P (plain modules, e.g. ``DDP.module``).
+        sources: N×2×1×H×W meta-train batch (Y channels in [0, 1]).
+        lr: the inner step size (official: F's current Adam learning rate).
+        reconstruction_targets: N×2×1×H×W targets of R (default: ``sources``; with source swapping the un-swapped
+            sources, so that R always outputs (A, B)).
+        alpha_grad, squared_weights: passed to :func:`~losses.refusion.refusion_fusion_loss`.
+        loss_params, fusion_params, reconstruction_params: parameter dicts to use instead of the modules' own
+            (default ``dict(module.named_parameters())``), e.g. for a gradient check w.r.t. P. F's and R's
+            weights are used detached in any case (only P's parameters stay in the graph).
+
+    Returns:
+        :class:`InnerStep`.
+    """
+    _check_fusion_sources(sources, "inner_update")
+    targets = sources if reconstruction_targets is None else reconstruction_targets
+    if targets.shape != sources.shape:
+        raise ValueError(
+            f"reconstruction_targets {tuple(targets.shape)} must match sources {tuple(sources.shape)}"
+        )
+    device_type = sources.device.type
+    with torch.autocast(device_type=device_type, enabled=False):
+        sources, targets = _fp32(sources), _fp32(targets)
+        p_params = _params(loss_proposal_net, loss_params)
+        # F's own weights enter as constants: the outer backward then reaches P only (not F's .grad);
+        # P's meta-gradient is the same, since P acts on F' only through the inner gradient.
+        f_params = {k: v.detach() for k, v in _params(fusion_net, fusion_params).items()}
+        r_params = _params(reconstruction_net, reconstruction_params)
+
+        def fusion_objective(fp: dict[str, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+            fused = functional_call(fusion_net, fp, (sources,))
+            w, v = functional_call(loss_proposal_net, p_params, (sources,))
+            loss = refusion_fusion_loss(
+                fused, sources, w, v, alpha_grad=alpha_grad, squared_weights=squared_weights
+            )
+            return loss, (loss, fused)
+
+        f_grads, (l_f, fused) = grad(fusion_objective, has_aux=True)(f_params)
+        new_f = {k: f_params[k] - lr * f_grads[k] for k in f_params}
+
+        fused_in = fused.detach()
+        r_detached = {k: v.detach() for k, v in r_params.items()}
+
+        def reconstruction_objective(rp: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+            loss = refusion_reconstruction_loss(functional_call(reconstruction_net, rp, (fused_in,)), targets)
+            return loss, loss
+
+        r_grads, l_r = grad(reconstruction_objective, has_aux=True)(r_detached)
+        new_r = {k: (r_detached[k] - lr * r_grads[k]).detach() for k in r_detached}
+    return InnerStep(new_f, new_r, l_f, l_r.detach())
+
+
+def meta_loss(
+    fusion_net: nn.Module,
+    reconstruction_net: nn.Module,
+    sources: Tensor,
+    inner: InnerStep,
+    *,
+    reconstruction_targets: Tensor | None = None,
+    source_reduction: Literal["max", "mean"] = "max",
+) -> Tensor:
+    """Outer objective: ``L_r(R'(F'(x')), x')`` on a meta-test batch, with F', R' from :func:`inner_update`.
+
+    Differentiable w.r.t. P's parameters through F' (second order: its backward computes Hessian-vector products);
+    the P update is then e.g. :func:`normalised_gradient_update_`. Runs in fp32 with autocast off.
+
+    Args:
+        fusion_net, reconstruction_net: the modules whose structure F', R' share.
+        sources: N×2×1×H×W meta-test batch (the next batch in the official code).
+        inner: the :class:`InnerStep` of the preceding meta-train batch.
+        reconstruction_targets: default ``sources`` (see :func:`inner_update`).
+        source_reduction: 'max' (code) or 'mean', see :func:`~losses.refusion.refusion_reconstruction_loss`.
+
+    Returns:
+        Scalar loss ≥ 0.
+    """
+    _check_fusion_sources(sources, "meta_loss")
+    targets = sources if reconstruction_targets is None else reconstruction_targets
+    if targets.shape != sources.shape:
+        raise ValueError(
+            f"reconstruction_targets {tuple(targets.shape)} must match sources {tuple(sources.shape)}"
+        )
+    with torch.autocast(device_type=sources.device.type, enabled=False):
+        sources, targets = _fp32(sources), _fp32(targets)
+        fused = functional_call(fusion_net, inner.fusion_params, (sources,))
+        recon = functional_call(reconstruction_net, inner.reconstruction_params, (fused,))
+        return refusion_reconstruction_loss(recon, targets, source_reduction=source_reduction)
+
+
+@torch.no_grad()
+def normalised_gradient_update_(parameters: Iterable[nn.Parameter], lr: float) -> Tensor:
+    """Official P update: ``p ← p − lr·grad / g_max``, g_max = max |grad| over all parameters (in place).
+
+    Parameters without a gradient are skipped; returns g_max (0 → no update). SOURCE: training copy / TDFusion
+    ``utils.py`` ``outer_update``.
+    """
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return torch.tensor(0.0)
+    g_max = torch.stack([p.grad.detach().abs().max() for p in params]).max()
+    if g_max > 0:
+        for p in params:
+            p.sub_(lr * p.grad / g_max)
+    return g_max
+
+
+# ---- LightningModule ----
