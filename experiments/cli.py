@@ -20,6 +20,7 @@ Examples::
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -31,6 +32,10 @@ from experiments.env import configure_environment
 configure_environment()
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint need to be provided.*")
+for _name in ("lightning.pytorch", "lightning.fabric"):  # drop Lightning's advertising tips from run output
+    for _handler in logging.getLogger(_name).handlers:
+        _handler.addFilter(lambda record: "💡 Tip" not in record.getMessage())
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
@@ -136,7 +141,7 @@ def _finish_wandb() -> None:
     import wandb
 
     if wandb.run is not None:
-        wandb.finish(quiet=True)
+        wandb.finish()
 
 
 def _has_validation(datamodule: LightningDataModule | None) -> bool:

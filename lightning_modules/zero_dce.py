@@ -420,6 +420,8 @@ class ZeroDCE(LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
         self.test_input_metrics = metrics.clone(prefix="test/input_")
         self.tags = [variant, f"{n_layers}-{n_filters}-{n_iterations}"]
+        self._grid_samples: list[list[torch.Tensor]] = []
+        self.last_grid_path: Path | None = None
         if pretrained:
             self.load_pretrained(pretrained)
 
@@ -486,11 +488,8 @@ class ZeroDCE(LightningModule):
             if stage == "test":
                 self.test_input_metrics.update(x, y)
                 self.log_dict(self.test_input_metrics, on_epoch=True, batch_size=x.shape[0])
-        if batch_idx == 0 and self.hparams.log_images:
-            cols = [x, out] + ([y] if y is not None else [])
-            path = log_grid(self, f"{stage}/examples", cols, ["input", "Zero-DCE", "label"][: len(cols)])
-            if path is not None:
-                self.last_grid_path = path
+        if batch_idx < self.hparams.log_images:
+            self._grid_samples.append([t[:1].detach().cpu() for t in (x, out, y) if t is not None])
         return out
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -498,6 +497,29 @@ class ZeroDCE(LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self._grid_samples = []
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def _log_samples(self, stage: str) -> None:
+        """One before/after grid of the first ``log_images`` samples (input | Zero-DCE | label)."""
+        samples = getattr(self, "_grid_samples", [])
+        if not samples:
+            return
+        columns = [torch.cat([F.interpolate(s[c], size=samples[0][c].shape[-2:], mode="bilinear")
+                              for s in samples]) for c in range(len(samples[0]))]
+        path = log_grid(self, f"{stage}/examples", columns, ["input", "Zero-DCE", "label"][: len(columns)])
+        if path is not None:
+            self.last_grid_path = path
+        self._grid_samples = []
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_samples("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_samples("test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         return {"output": self.enhance(batch["input"]).clamp(0, 1), "name": batch["name"]}
