@@ -50,7 +50,9 @@ class ResultsWriter(Callback):
         data = self.config.get("data", {}) or {}
         init = data.get("init_args", data) if isinstance(data, dict) else {}
         roots = {k: v for k, v in (init or {}).items() if k.endswith("root") and v}
+        timing = self.run_dir / "timing.json"
         results = {
+            "fit_seconds": json.loads(timing.read_text())["fit_seconds"] if timing.exists() else None,
             "paper": getattr(pl_module, "paper", type(pl_module).__name__),
             "model": type(pl_module).__name__,
             "metrics": metrics,
@@ -66,6 +68,24 @@ class ResultsWriter(Callback):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "results.json"
         self.path.write_text(json.dumps(results, indent=2))
+
+
+class FitTimer(Callback):
+    """Wall-clock seconds of the training loop (``on_train_start`` → ``on_train_end``), written to
+    ``<run_dir>/timing.json`` so sweeps can report their own overhead beyond training."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / "timing.json"
+        self._t0 = 0.0
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero:
+            previous = json.loads(self.path.read_text()) if self.path.exists() else {}
+            total = previous.get("fit_seconds", 0.0) + time.perf_counter() - self._t0
+            self.path.write_text(json.dumps({"fit_seconds": total, "global_step": trainer.global_step}))
 
 
 class ImageWriter(BasePredictionWriter):

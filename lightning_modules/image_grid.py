@@ -57,3 +57,22 @@ def log_grid(module, key: str, columns: list[torch.Tensor], captions: list[str] 
             logger.log_image(key=key, images=[grid.permute(1, 2, 0).numpy()], step=step,
                              caption=[caption] if caption else None)
     return path
+
+
+def save_samples(module, names: list[str], columns: dict[str, torch.Tensor], first_index: int, limit: int = 8,
+                 folder: str = "samples") -> None:
+    """Write the first ``limit`` test samples of a run, one PNG per column and sample:
+    ``<trainer.default_root_dir>/samples/<column>/<name>.png`` (e.g. columns input / output / target).
+
+    ``first_index`` is the position of the batch's first sample in the test set (``batch_idx ·
+    batch size``); samples from ``limit`` on are not written. ``darkroom compare`` lays these out side
+    by side across runs. Rank zero only.
+    """
+    trainer = module.trainer
+    if trainer is None or not trainer.is_global_zero or first_index >= limit:
+        return
+    root = Path(trainer.default_root_dir) / folder
+    for i, name in enumerate(names[: limit - first_index]):
+        for column, images in columns.items():
+            img = images[i].detach().float().cpu().clamp(0, 1)
+            write_image(root / column / f"{name}.png", img.expand(3, -1, -1) if img.shape[0] == 1 else img)

@@ -28,7 +28,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from lightning_modules.image_grid import log_grid
+from lightning_modules.image_grid import log_grid, save_samples
 from losses.zero_dce import ZeroDCELoss
 from metrics.full_reference import MAE, PSNR, SSIM
 
@@ -486,6 +486,8 @@ class ZeroDCE(LightningModule):
             metrics.update(out, y)
             self.log_dict(metrics, on_epoch=True, batch_size=x.shape[0])
             if stage == "test":
+                save_samples(self, list(batch["name"]), {"input": x, "output": out, "target": y},
+                             first_index=batch_idx * x.shape[0])
                 self.test_input_metrics.update(x, y)
                 self.log_dict(self.test_input_metrics, on_epoch=True, batch_size=x.shape[0])
         if batch_idx < self.hparams.log_images:
