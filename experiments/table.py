@@ -6,7 +6,7 @@ Reads ``experiments/<paper>/results.yaml`` (the paper's rows, numbers and source
 looked up in the run's ``results.json`` (top level, then ``config.model.init_args``, then
 ``config.data.init_args``, then the full dotted path from ``config``), values compared exactly (floats
 to 1e-9); ``metric_prefix`` picks prefixed metrics (``input_psnr`` for the unenhanced-input row).
-When several runs match, the most recent wins and the count is shown. Rows without a run say so.
+When several runs match (and report the row's metrics), the most recent wins and the count is shown. Rows without a run say so.
 Ablation tables fill from a sweep's runs: ``darkroom table zero_dce --runs runs/sweeps/loss_ablation``.
 
     darkroom table zero_dce                       # Markdown (default)
@@ -123,9 +123,10 @@ def fill_table(table: dict, paper: str, runs: list[dict]) -> list[FilledRow]:
     rows = []
     for row in table["rows"]:
         match = row.get("match")
-        found = matching_runs(runs, paper, match) if match else []
-        best = found[0] if found else None
         prefix = (match or {}).get("metric_prefix", "")
+        found = matching_runs(runs, paper, match) if match else []
+        found = [r for r in found if any(prefix + m in r.get("metrics", {}) for m in metrics)]
+        best = found[0] if found else None
         ours = {m: (best["metrics"].get(prefix + m) if best else None) for m in metrics}
         prov = {}
         if best:
