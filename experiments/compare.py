@@ -190,7 +190,9 @@ def build_report(run_dirs: list[Path], title: str | None = None, max_samples: in
                      f"{cells}</tr>")
     parts.append("</tbody></table>")
     # curves
-    series = sorted({s for r in runs for s in r.curves})
+    # validation curves first, then training; test metrics are single points and live in the table above
+    series = sorted({s for r in runs for s, c in r.curves.items() if not s.startswith("test/") and len(c) > 1},
+                    key=lambda s: (not s.startswith("val/"), s))
     if series:
         parts.append(f"<h2>Training curves</h2><div class='legend'>{legend}</div><div class='curves'>")
         parts += [_svg_curve(s, runs) for s in series]

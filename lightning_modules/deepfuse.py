@@ -23,17 +23,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import kornia.color
 import numpy as np
 import torch
+from lightning.pytorch import LightningModule
 from torch import Tensor, nn
+from torchmetrics import MetricCollection
 
-from lightning_modules.fusion_baselines import stack_sources
+from lightning_modules.fusion_baselines import Mertens, PixelMean, stack_sources
+from lightning_modules.image_grid import log_grid
+from losses.mef_ssim import MEFSSIMLoss, mef_ssim
+from metrics.mef_ssim import MEFSSIM
 
 __all__ = [
     "OFFICIAL_WEIGHTS_SOURCE",
+    "DeepFuse",
     "DeepFuseNet",
     "fuse_chroma",
     "fuse_rgb",
@@ -359,3 +365,180 @@ def select_extreme_exposures(sources: Tensor | Sequence[Tensor]) -> Tensor:
 
 
 # ---- LightningModule ----
+
+
+class DeepFuse(LightningModule):
+    """DeepFuse: unsupervised exposure fusion, the luminance CNN trained on 1 − MEF-SSIM.
+
+    ``forward(sources)`` fuses an RGB stack: Y (studio range, MATLAB ``rgb2ycbcr``/255) through
+    :class:`DeepFuseNet`, Cb/Cr by the official per-pixel rule (:func:`fuse_chroma`), back to RGB
+    (:func:`fuse_rgb`). Training sees only the Y planes of the sources (no ground truth).
+
+    Training loss on Y (``loss``):
+
+    * ``"mef_ssim"`` (default): ``loss_weight · (1 − MEF-SSIM(ŷ, {y_k}))`` with ŷ the net's output
+      min–max normalised to [0, 1] (official ``main.py`` remnants normalise before the loss; the exact
+      unreleased ``mef_ssim_loss_wo_wmap`` is not found, so ``1 − Q`` is ours; the remnants scale by 100:
+      ``loss_weight=100``). ``multiscale_loss`` uses the 3-scale oQ instead of Q.
+    * ``"l1"`` / ``"mse"`` (the paper's loss comparison, digest §2.3; its target is **not found**). Ours:
+      without ground truth the target is ``pixel_target`` = ``"mean"`` (per-pixel mean of the sources' Y)
+      or ``"mertens"`` (Y of Mertens (1, 1, 1) fusion of the RGB sources), min–max normalised per image
+      like ŷ, so both live on [0, 1].
+
+    Validation/test log MEF-SSIM (single scale ``mef_ssim``, and 3-scale ``ms_mef_ssim`` for images whose
+    sides are ≥ 44) of the fused image's Y against the sources' Y (all exposures of the batch), and the
+    same metrics for two training-free baselines on the same batch: per-pixel mean of the exposures
+    (``mean_*``) and Mertens with weights (1, 1, 1) (``mertens_*``). Metrics are torchmetrics states
+    (synced under DDP); the loss runs in fp32 with autocast disabled (``losses.mef_ssim``).
+
+    Args:
+        architecture: ``"official"`` (released model, default) or ``"paper"`` (unverified port variant).
+        negative_slope: LeakyReLU slope (official 0.01).
+        batch_norm: BatchNorm in the ``"paper"`` variant (the port uses it).
+        loss: ``"mef_ssim"`` | ``"l1"`` | ``"mse"``.
+        multiscale_loss: 3-scale MEF-SSIM in the loss.
+        loss_weight: multiplier of the loss (official remnants: 100; ours 1).
+        pixel_target: target of the ℓ1/MSE losses, ``"mean"`` or ``"mertens"`` (ours, see above).
+        luma: how the net's output becomes the fused Y at inference (see :func:`fuse_rgb`): ``"official"``
+            (min–max, 8-bit, MATLAB ``imadjust``, ``Gen_Result.m``) or ``"minmax"``.
+        eval_exposures: how a K > 2 stack is fused at val/test/predict: ``"all"`` (the K tied-branch
+            features summed; ours, the paper's rule is not found) or ``"extreme_pair"`` (darkest + brightest
+            only). MEF-SSIM is always scored against every exposure of the batch.
+        lr, betas: Adam, official 1e-3 / (0.9, 0.999).
+        pretrained: ``DF_model_Epoch99.npz`` (official weights) or a Darkroom ``.ckpt`` to start from.
+        log_images: how many samples go into the val/test grids (sources | DeepFuse | Mertens); 0 = none.
+    """
+
+    paper = "deepfuse"
+    monitor = ("val/mef_ssim", "max")
+
+    def __init__(
+        self,
+        architecture: Architecture = "official",
+        negative_slope: float = 0.01,
+        batch_norm: bool = False,
+        loss: Literal["mef_ssim", "l1", "mse"] = "mef_ssim",
+        multiscale_loss: bool = False,
+        loss_weight: float = 1.0,
+        pixel_target: Literal["mean", "mertens"] = "mean",
+        luma: Literal["official", "minmax"] = "official",
+        eval_exposures: Literal["all", "extreme_pair"] = "all",
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        pretrained: str | None = None,
+        log_images: int = 2,
+    ) -> None:
+        super().__init__()
+        if loss not in ("mef_ssim", "l1", "mse"):
+            raise ValueError(f"loss must be 'mef_ssim', 'l1' or 'mse', got {loss!r}")
+        if pixel_target not in ("mean", "mertens"):
+            raise ValueError(f"pixel_target must be 'mean' or 'mertens', got {pixel_target!r}")
+        if luma not in ("official", "minmax"):
+            raise ValueError(f"luma must be 'official' or 'minmax', got {luma!r}")
+        if eval_exposures not in ("all", "extreme_pair"):
+            raise ValueError(f"eval_exposures must be 'all' or 'extreme_pair', got {eval_exposures!r}")
+        self.save_hyperparameters()
+        self.net = DeepFuseNet(architecture, negative_slope=negative_slope, normalize_output=True,
+                               batch_norm=batch_norm)
+        self.mef_loss = MEFSSIMLoss(multiscale=multiscale_loss, loss_weight=loss_weight)
+        self.mean_baseline = PixelMean()
+        self.mertens = Mertens(1.0, 1.0, 1.0)
+        self.methods = ("", "mean_", "mertens_")  # DeepFuse, per-pixel mean, Mertens (1, 1, 1)
+        self.val_metrics = nn.ModuleDict({m or "deepfuse": self._metrics(f"val/{m}") for m in self.methods})
+        self.test_metrics = nn.ModuleDict({m or "deepfuse": self._metrics(f"test/{m}") for m in self.methods})
+        self.tags = [architecture, f"loss-{loss}" + ("-ms" if multiscale_loss and loss == "mef_ssim" else "")]
+        self.last_grid_path: Path | None = None
+        if pretrained:
+            self.load_pretrained(pretrained)
+
+    @staticmethod
+    def _metrics(prefix: str) -> MetricCollection:
+        return MetricCollection({"mef_ssim": MEFSSIM(), "ms_mef_ssim": MEFSSIM(multiscale=True)},
+                                prefix=prefix, compute_groups=False)
+
+    # -- weights ---------------------------------------------------------------------------------
+    def load_pretrained(self, path: str | Path) -> None:
+        """Load the official ``DF_model_Epoch99.npz`` or a Darkroom ``.ckpt`` into the network."""
+        path = Path(path)
+        if path.suffix == ".ckpt":
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: checkpoint not found")
+            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+            self.net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+            return
+        if self.hparams.architecture != "official":
+            raise ValueError(f"{path}: the official weights fit architecture='official' only, "
+                             f"not {self.hparams.architecture!r}")
+        self.net.load_state_dict(load_official_deepfuse(path).state_dict())
+
+    @classmethod
+    def from_official(cls, path: str | Path, **kwargs: Any) -> DeepFuse:
+        """The released ``DF_model_Epoch99.npz`` in a ready module (official architecture)."""
+        return cls(architecture="official", pretrained=str(path), **kwargs)
+
+    # -- inference -------------------------------------------------------------------------------
+    def forward(self, sources: Tensor) -> Tensor:
+        """Fuse RGB stacks N×K×3×H×W in [0, 1] (K ≥ 2) → fused RGB N×3×H×W in [0, 1]."""
+        sources = stack_sources(sources, channels=3)
+        if self.hparams.eval_exposures == "extreme_pair" and sources.shape[1] > 2:
+            sources = select_extreme_exposures(sources)
+        return fuse_rgb(self.net, sources, ycbcr="studio", luma=self.hparams.luma)
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _pixel_target(self, sources: Tensor, y: Tensor) -> Tensor:
+        if self.hparams.pixel_target == "mertens":
+            return rgb_to_ycbcr(self.mertens(sources))[:, :1]
+        return y.mean(dim=1)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        sources = stack_sources(batch["sources"], channels=3)
+        y = rgb_to_ycbcr(sources)[:, :, :1]  # N×K×1×h×w, studio-range Y / 255
+        fused = self.net(y)  # N×1×h×w, min–max normalised to [0, 1]
+        if self.hparams.loss == "mef_ssim":
+            loss = self.mef_loss(fused, y)
+        else:
+            target = minmax_normalize(self._pixel_target(sources, y).detach().float())
+            diff = fused.float() - target
+            loss = self.hparams.loss_weight * (diff.abs().mean() if self.hparams.loss == "l1" else diff.pow(2).mean())
+        n = sources.shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        if self.hparams.loss != "mef_ssim":  # the objective DeepFuse is about, for comparison
+            with torch.no_grad():
+                self.log("train/mef_ssim", mef_ssim(fused.detach(), y).mean(), on_step=True, on_epoch=True,
+                         batch_size=n)
+        return loss
+
+    def _evaluate(self, batch: dict, batch_idx: int, stage: str) -> Tensor:
+        sources = stack_sources(batch["sources"], channels=3)
+        fused = self(sources)
+        outputs = {"": fused, "mean_": self.mean_baseline(sources), "mertens_": self.mertens(sources)}
+        y_sources = rgb_to_ycbcr(sources)[:, :, :1].float()
+        multiscale = min(sources.shape[-2:]) >= 44  # 3 scales of 11×11 windows (mef_ms_ssim.m)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        for method, image in outputs.items():
+            collection = metrics[method or "deepfuse"]
+            y_fused = rgb_to_ycbcr(image.float())[:, :1]
+            collection["mef_ssim"].update(y_fused, y_sources)
+            if multiscale:
+                collection["ms_mef_ssim"].update(y_fused, y_sources)
+            self.log_dict(collection, on_epoch=True, batch_size=sources.shape[0])
+        if batch_idx == 0 and self.hparams.log_images:
+            k = self.hparams.log_images
+            cols = [sources[:k, i] for i in range(sources.shape[1])] + [fused[:k], outputs["mertens_"][:k]]
+            captions = [f"exposure {i + 1}" for i in range(sources.shape[1])] + ["DeepFuse", "Mertens"]
+            path = log_grid(self, f"{stage}/examples", cols, captions)
+            if path is not None:
+                self.last_grid_path = path
+        return fused
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        return {"output": self(batch["sources"]).clamp(0, 1), "name": batch["name"]}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas))

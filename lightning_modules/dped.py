@@ -11,25 +11,43 @@ weights; see ``../shared/papers/dped.md`` §2:
   in :mod:`losses.dped`.
 * :func:`load_official_dped` — maps the released TF1 checkpoints (``models_orig/<phone>_orig``) onto
   :class:`DPEDGenerator`, read with the TensorFlow-free :mod:`lightning_modules.tf_checkpoint`.
+* :class:`DPED` — the LightningModule: GAN training with manual optimisation (one generator and one
+  discriminator update per iteration, official losses of :mod:`losses.dped`), evaluation with the official
+  script's PSNR and MS-SSIM (:func:`psnr_dped`, :func:`ms_ssim_dped`) on 100×100 test patches, full-size predict.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import LightningModule
 from torch import Tensor, nn
+from torchmetrics import Metric, MetricCollection
 
+from lightning_modules.image_grid import log_grid
 from lightning_modules.tf_checkpoint import checkpoint_files, load_tf_checkpoint
+from losses.dped import ALTERNATIVE_WEIGHTS, OFFICIAL_WEIGHTS, DPEDGeneratorLoss, discriminator_loss
+from losses.vgg import VGG19Features
+from metrics.full_reference import PerImageMean
 
 __all__ = [
+    "DPED",
+    "DPEDBatchPSNR",
     "DPEDDiscriminator",
+    "DPEDLossWeights",
+    "DPEDMSSSIM",
+    "DPEDPSNR",
     "DPEDGenerator",
     "OFFICIAL_DPED_SOURCE",
     "load_official_dped",
+    "ms_ssim_dped",
+    "psnr_dped",
     "rgb_to_grayscale_tf",
     "tf_same_pad",
 ]
@@ -244,3 +262,368 @@ def load_official_dped(prefix: str | Path) -> DPEDGenerator:
 
 
 # ---- LightningModule ----
+#
+# Evaluation as the official ``train_model.py`` (digest ``dped.md`` §7–8, ``metrics.md`` §2). The official script
+# scores the **unclipped** generator output (range (−0.08, 1.08)) against the DSLR patches on [0, 1]:
+#
+# * PSNR = 20·log10(1/√MSE); official: MSE pooled over each test batch, averaged over batches (``psnr_batch``);
+#   we report per-image PSNR averaged over patches as the main figure (``psnr``).
+# * MS-SSIM = Google's NumPy ``MultiScaleSSIM`` (file ``ssim.py``): 5 scales, weights 0.0448 … 0.1333, Gaussian
+#   window 11, σ 1.5, **shrunk to min(11, H, W) with σ scaled by the same ratio** at small scales (100 → 50 → 25 →
+#   13 → 7 px), 'valid' windows, K1 0.01, K2 0.03, 2×2 box downsampling with 'reflect' borders. torchmetrics'
+#   ``MultiScaleStructuralSimilarityIndexMeasure`` cannot be used: with 5 scales and kernel 11 it refuses images
+#   smaller than 176 px (it pads instead of shrinking the window), so it rejects DPED's 100×100 patches.
+
+_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _gauss_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``ssim._FSpecialGauss``: size×size Gaussian on the grid −r..r (half-integer offsets for even sizes)."""
+    radius = size // 2
+    if size % 2 == 0:
+        coords = torch.arange(-radius, radius, dtype=dtype, device=device) + 0.5
+    else:
+        coords = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    g = torch.exp(-(coords[:, None] ** 2 + coords[None, :] ** 2) / (2.0 * sigma**2))
+    return g / g.sum()
+
+
+def _ssim_cs_google(x: Tensor, y: Tensor, filter_size: int = 11, filter_sigma: float = 1.5,
+                    k1: float = 0.01, k2: float = 0.03, max_val: float = 1.0) -> tuple[Tensor, Tensor]:
+    """``ssim._SSIMForMultiScale`` per image: (SSIM, contrast-structure), each N, means over C and the valid map."""
+    n, c, h, w = x.shape
+    size = min(filter_size, h, w)
+    sigma = size * filter_sigma / filter_size
+    win = _gauss_window(size, sigma, x.dtype, x.device).expand(c, 1, size, size)
+
+    def filt(t: Tensor) -> Tensor:
+        return F.conv2d(t, win, groups=c)  # 'valid'
+
+    mu1, mu2 = filt(x), filt(y)
+    s11 = filt(x * x) - mu1 * mu1
+    s22 = filt(y * y) - mu2 * mu2
+    s12 = filt(x * y) - mu1 * mu2
+    c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
+    v1, v2 = 2.0 * s12 + c2, s11 + s22 + c2
+    ssim = ((2.0 * mu1 * mu2 + c1) * v1) / ((mu1 * mu1 + mu2 * mu2 + c1) * v2)
+    return ssim.flatten(1).mean(1), (v1 / v2).flatten(1).mean(1)
+
+
+def ms_ssim_dped(preds: Tensor, target: Tensor) -> Tensor:
+    """MS-SSIM of each image as the official DPED ``ssim.MultiScaleSSIM``, N×C×H×W (values on [0, 1]) → N.
+
+    Computed in float64 (as the NumPy original) on unclipped inputs (the scale L = 1 on [0, 1] equals the
+    official L = 255 on ×255 inputs). Differences from the official call: statistics are averaged per image
+    (the official call averages over its whole batch before the product over scales), and a negative
+    contrast-structure value is clamped to 0 before the fractional power (NaN in the official code).
+    """
+    x, y = preds.double(), target.double()
+    weights = torch.tensor(_MS_SSIM_WEIGHTS, dtype=x.dtype, device=x.device)
+    values = []
+    for level in range(len(_MS_SSIM_WEIGHTS)):
+        ssim, cs = _ssim_cs_google(x, y)
+        values.append(cs if level < len(_MS_SSIM_WEIGHTS) - 1 else ssim)
+        if level < len(_MS_SSIM_WEIGHTS) - 1:
+            # scipy.ndimage.convolve(·, ones(2, 2)/4, mode='reflect') then [::2, ::2]: mean of pixels (2i, 2i+1),
+            # the last pixel repeated at an odd border.
+            pad = (0, x.shape[-1] % 2, 0, x.shape[-2] % 2)
+            x = F.avg_pool2d(F.pad(x, pad, mode="replicate"), 2)
+            y = F.avg_pool2d(F.pad(y, pad, mode="replicate"), 2)
+    stacked = torch.stack(values, dim=1).clamp_min(0)
+    return (stacked**weights).prod(dim=1).to(preds.dtype if preds.is_floating_point() else torch.float32)
+
+
+def psnr_dped(preds: Tensor, target: Tensor) -> Tensor:
+    """PSNR of each image as the official script's formula, ``20·log10(1/√MSE)`` on [0, 1], unclipped: N×C×H×W → N."""
+    mse = (preds.float() - target.float()).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(1.0 / mse)
+
+
+class UnclippedPerImageMean(PerImageMean):
+    """:class:`metrics.full_reference.PerImageMean` without clamping to [0, 1] (the official DPED evaluation
+    scores the raw (−0.08, 1.08) output)."""
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        if preds.shape != target.shape or preds.ndim != 4:
+            raise ValueError(f"expected preds and target of equal shape N×C×H×W, got {tuple(preds.shape)} "
+                             f"and {tuple(target.shape)}")
+        scores = self.fn(preds.float(), target.float())
+        self.total += scores.double().sum()
+        self.count += scores.numel()
+
+
+class DPEDPSNR(UnclippedPerImageMean):
+    """Per-image PSNR (dB, [0, 1], unclipped output), averaged over patches."""
+
+    higher_is_better = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(psnr_dped, **kwargs)
+
+
+class DPEDMSSSIM(UnclippedPerImageMean):
+    """Per-image MS-SSIM as the official DPED ``ssim.py`` (:func:`ms_ssim_dped`), averaged over patches."""
+
+    higher_is_better = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(ms_ssim_dped, **kwargs)
+
+
+class DPEDBatchPSNR(Metric):
+    """The official training-script PSNR: per batch, MSE pooled over the batch, then the mean over batches.
+
+    Depends on the evaluation batch size (official: the training batch, 50; the official script also drops the
+    last incomplete batch, which we keep). Under DDP each process's batch counts as one batch.
+    """
+
+    higher_is_better = True
+    full_state_update = False
+    total: Tensor
+    count: Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        mse = (preds.float() - target.float()).pow(2).mean()
+        self.total += (10.0 * torch.log10(1.0 / mse)).double()
+        self.count += 1
+
+    def compute(self) -> Tensor:
+        return (self.total / self.count.clamp_min(1)).float()
+
+
+@dataclass
+class DPEDLossWeights:
+    """Weights of the generator loss terms; ``None`` = the preset's value, 0 switches a term off.
+
+    Official (``loss_preset="official"``): content 10, color 0.5, texture 1, tv 2000; ``"alternative"``:
+    1 / 0.1 / 0.4 / 400 (possibly the paper's, unverified). ``--model.init_args.loss_weights.content 0``.
+    """
+
+    content: float | None = None
+    color: float | None = None
+    texture: float | None = None
+    tv: float | None = None
+
+
+def _drop_vgg_state(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    """State-dict post hook: the frozen VGG-19 (~20M parameters, loaded from its own file) stays out of checkpoints."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        del state_dict[key]
+
+
+class DPED(LightningModule):
+    """DPED GAN training (manual optimisation) and evaluation on 100×100 test patches.
+
+    Per training iteration (official ``train_model.py``): one generator update with
+    ``L_G = w_content·L_content + w_color·L_color + w_texture·L_texture + w_tv·L_TV`` (texture from the
+    discriminator's logits on the enhanced patches), then one discriminator update on grayscale patches, each
+    sample randomly (p = ½) the DSLR patch (target class 0) or the enhanced one (class 1). Deviation: the
+    official discriminator step draws a fresh batch and re-runs the updated generator; we reuse this batch's
+    enhanced patches (``enhanced.detach()``, before the generator update) — one generator forward per iteration.
+
+    ``trainer.global_step`` counts iterations (the discriminator's optimiser step is not counted), so
+    ``max_steps: 20000`` is the official 20,000 iterations. Gradient clipping: none (official); Lightning's
+    ``gradient_clip_val`` is not available with manual optimisation.
+
+    Args:
+        n_blocks, channels, eps: generator (:class:`DPEDGenerator`; official 4 / 64 / 1e-3).
+        patch_size: discriminator input side (official 100; its fc layer is sized for it).
+        disc_grayscale: discriminator on TF-grayscale input (official True).
+        loss_preset: ``"official"`` or ``"alternative"`` weight set (:mod:`losses.dped`).
+        loss_weights: :class:`DPEDLossWeights` overriding the preset per term (0 = off).
+        texture_warmup: iterations at the start during which the texture term is left out of the generator loss
+            (the discriminator still trains); official 0 (the author suggests 1–2K when training is unstable, #17).
+        vgg_weights: VGG-19 weight file for the content loss (default: ``$DARKROOM_VGG19`` or the torch hub
+            cache, see :mod:`losses.vgg`); needed only when the content weight is ≠ 0, and only for ``fit``.
+        vgg_pretrained: False = a randomly initialised VGG-19 (smoke tests and speed measurements only).
+        lr_g, lr_d: Adam learning rates (official 5e-4 both; betas 0.9/0.999, ε 1e-8 = TF defaults).
+        pretrained: an official TF checkpoint prefix (``…/iphone_orig``) or a Darkroom ``.ckpt`` to start from.
+        log_images: patches in the validation/test grid (phone | DPED | DSLR); 0 = none.
+    """
+
+    paper = "dped"
+    monitor = ("val/psnr", "max")
+
+    def __init__(
+        self,
+        n_blocks: int = 4,
+        channels: int = 64,
+        eps: float = 1e-3,
+        patch_size: int = 100,
+        disc_grayscale: bool = True,
+        loss_preset: Literal["official", "alternative"] = "official",
+        loss_weights: DPEDLossWeights = DPEDLossWeights(),  # noqa: B008 (immutable use)
+        texture_warmup: int = 0,
+        vgg_weights: str | None = None,
+        vgg_pretrained: bool = True,
+        lr_g: float = 5e-4,
+        lr_d: float = 5e-4,
+        pretrained: str | None = None,
+        log_images: int = 4,
+    ) -> None:
+        super().__init__()
+        if isinstance(loss_weights, dict):
+            loss_weights = DPEDLossWeights(**loss_weights)
+        if loss_preset not in ("official", "alternative"):
+            raise ValueError(f"loss_preset must be 'official' or 'alternative', got {loss_preset!r}")
+        self.save_hyperparameters()
+        self.hparams["loss_weights"] = asdict(loss_weights)
+        self.automatic_optimization = False
+        preset = OFFICIAL_WEIGHTS if loss_preset == "official" else ALTERNATIVE_WEIGHTS
+        self.weights: dict[str, float] = {
+            k: float(preset[k] if v is None else v) for k, v in asdict(loss_weights).items()
+        }
+        self.generator = DPEDGenerator(n_blocks=n_blocks, channels=channels, eps=eps)
+        self.discriminator = DPEDDiscriminator(in_size=patch_size, grayscale=disc_grayscale, eps=eps)
+        self.loss: DPEDGeneratorLoss | None = None  # built for fit only (the VGG-19 is not needed to evaluate)
+        metrics = MetricCollection({"psnr": DPEDPSNR(), "ms_ssim": DPEDMSSSIM(), "psnr_batch": DPEDBatchPSNR()})
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.test_input_metrics = metrics.clone(prefix="test/input_")
+        self.tags = ["dped", loss_preset] + [f"no-{k}" for k, v in self.weights.items() if v == 0]
+        self.register_load_state_dict_post_hook(self._ignore_missing_vgg)
+        if pretrained:
+            self.load_pretrained(pretrained)
+
+    # -- weights ---------------------------------------------------------------------------------
+    @staticmethod
+    def _ignore_missing_vgg(module: nn.Module, incompatible: Any) -> None:
+        incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if not k.startswith("loss.vgg.")]
+
+    def build_loss(self) -> DPEDGeneratorLoss:
+        """Build the generator objective (and the VGG-19 when the content weight is ≠ 0); called at ``fit``.
+
+        Raises:
+            FileNotFoundError: content weight ≠ 0 and no VGG-19 weight file: the message says where to put it.
+        """
+        if self.loss is None:
+            vgg = None
+            if self.weights["content"] != 0:
+                vgg = VGG19Features("relu5_4", weights=self.hparams.vgg_weights,
+                                    pretrained=self.hparams.vgg_pretrained)
+                vgg.register_state_dict_post_hook(_drop_vgg_state)
+            self.loss = DPEDGeneratorLoss(weights=self.weights, vgg=vgg).to(self.device)
+        return self.loss
+
+    def load_pretrained(self, path: str | Path) -> None:
+        """Load generator weights: a Darkroom ``.ckpt`` or an official TF1 checkpoint prefix (``…/iphone_orig``)."""
+        path = Path(path)
+        if path.suffix == ".ckpt":
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: checkpoint not found")
+            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+            for name in ("generator", "discriminator"):
+                sub = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
+                if sub:
+                    getattr(self, name).load_state_dict(sub)
+            return
+        self.generator.load_state_dict(load_official_dped(path).state_dict())
+
+    @classmethod
+    def from_official(cls, prefix: str | Path, **kwargs: Any) -> DPED:
+        """A module with the released generator (``…/weights/dped/<phone>_orig``; the discriminator is not released)."""
+        return cls(pretrained=str(prefix), **kwargs)
+
+    # -- inference -------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        """Enhance N×3×H×W in [0, 1] (any H, W) → N×3×H×W in (−0.08, 1.08), unclipped (clamp to write images)."""
+        return self.generator(x)
+
+    # -- training --------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.build_loss()
+            strategy = self.trainer.strategy if self._trainer is not None else None
+            ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)
+            if isinstance(ddp_kwargs, dict):
+                # The toggled network gets no gradient in the other network's step: DDP must not wait for it.
+                ddp_kwargs.setdefault("find_unused_parameters", True)
+
+    def _step_uncounted(self, opt: Any) -> None:
+        """``opt.step()`` without advancing ``trainer.global_step`` (so that it counts iterations)."""
+        hooks = getattr(opt, "_on_before_step", None), getattr(opt, "_on_after_step", None)
+        if hooks[0] is None or hooks[1] is None:
+            opt.step()
+            return
+        opt._on_before_step = opt._on_after_step = lambda: None
+        try:
+            opt.step()
+        finally:
+            opt._on_before_step, opt._on_after_step = hooks
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss_fn = self.build_loss()
+        opt_g, opt_d = self.optimizers()
+        x, y = batch["input"], batch["target"]
+        n = x.shape[0]
+        use_texture = self.weights["texture"] != 0
+        # generator step (the discriminator's parameters are frozen while toggled)
+        self.toggle_optimizer(opt_g)
+        enhanced = self.generator(x)
+        logits = self.discriminator(enhanced) if use_texture else None
+        terms = loss_fn(enhanced, y, logits)
+        total = terms["total"]
+        if use_texture and self.global_step < self.hparams.texture_warmup:
+            total = total - self.weights["texture"] * terms["texture"]
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        logs = {f"train/loss_{k}": v.detach() for k, v in terms.items() if k != "total"}
+        # discriminator step: each sample is the DSLR patch (adv = 1) or the enhanced one (adv = 0), p = 1/2
+        if use_texture:
+            self.toggle_optimizer(opt_d)
+            adv = torch.randint(0, 2, (n,), device=x.device)
+            samples = torch.where(adv.view(n, 1, 1, 1).bool(), y, enhanced.detach())
+            d_logits = self.discriminator(samples)
+            loss_d = discriminator_loss(d_logits, adv)
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(loss_d)
+            self._step_uncounted(opt_d)
+            self.untoggle_optimizer(opt_d)
+            # argmax class 0 = DSLR ⇔ adv = 1
+            logs["train/loss_d"] = loss_d.detach()
+            logs["train/d_accuracy"] = (d_logits.argmax(1) == (1 - adv)).float().mean()
+        self.log_dict(logs, on_step=True, on_epoch=True, batch_size=n)
+        self.log("train/loss", total.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        return total.detach()
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr_g, betas=(0.9, 0.999), eps=1e-8),
+                torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr_d, betas=(0.9, 0.999),
+                                 eps=1e-8)]
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def _evaluate(self, batch: dict, batch_idx: int, stage: str) -> Tensor:
+        x, y = batch["input"], batch.get("target")
+        out = self(x)
+        if y is not None:
+            metrics = self.val_metrics if stage == "val" else self.test_metrics
+            metrics.update(out, y)
+            self.log_dict(metrics, on_epoch=True, batch_size=x.shape[0])
+            if stage == "test":
+                self.test_input_metrics.update(x, y)
+                self.log_dict(self.test_input_metrics, on_epoch=True, batch_size=x.shape[0])
+        if batch_idx == 0 and self.hparams.log_images:
+            cols = [x[: self.hparams.log_images], out[: self.hparams.log_images]]
+            if y is not None:
+                cols.append(y[: self.hparams.log_images])
+            path = log_grid(self, f"{stage}/examples", cols, ["phone", "DPED", "DSLR"][: len(cols)])
+            if path is not None:
+                self.last_grid_path = path
+        return out
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Whole full-size photos → ``{"output": clamped to [0, 1], "name"}`` (written as PNG by the command)."""
+        return {"output": self(batch["input"]).clamp(0, 1), "name": batch["name"]}
