@@ -1,0 +1,324 @@
+"""Multi-exposure stacks (one folder per scene) for DeepFuse and other exposure-fusion methods.
+
+On-disk layout read (the layout of ``shared/data/exposure_stacks``, Kede Ma's MEF database and the
+"DF_ICCV17_data" sequences)::
+
+    <root>/<scene>/<any name>.<ext>      K ≥ 2 aligned exposures of one static scene, same size
+
+``<ext>`` = jpg/jpeg/png/bmp/tif/tiff in any case. File names do **not** give the exposure order
+(Tower ``under530 < mean530 < over530``, Cave ``cave4`` darkest … ``cave1`` brightest; digest
+``../shared/papers/deepfuse.md`` §5), so each stack is ordered **dark → bright by mean luminance**
+(BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` of the whole image; ties keep natural name order).
+Hidden files (``.DS_Store``) are ignored; any other non-image file in a scene folder is an error.
+
+Batches are dicts: ``{"sources": N×K×3×H×W float32 RGB in [0, 1] (dark → bright), "name": [scene, ...]}``.
+
+* **train** (``train_root``): random ``crop_size``² crops, the same window for every exposure of a stack
+  (index arithmetic on the stacked tensor). ``exposures="extreme_pair"`` (default) keeps the darkest and
+  brightest exposure: the official code trains on pairs (its ``load_data.py`` feeds channels 0 and 2 of
+  3-exposure patches, the middle exposure unused; digest §4). ``exposures="all"`` keeps every exposure
+  (stacks in one batch must then have the same K, or ``batch_size`` must be 1). Official patch size:
+  77×77 (``cv2.resize`` to 77 in ``load_data.py``; the authors cut their own patches, which were not
+  released, so random crops are our substitute). No augmentation in the official code;
+  ``flip=True`` adds random horizontal/vertical flips (ours, off by default).
+* **val / test** (``val_root``, ``test_root``): whole stacks at native resolution, batch size 1, every
+  exposure (``eval_exposures="all"``) or the extreme pair. ``eval_max_side`` optionally resizes so the
+  longer side is at most that (the official ``Gen_Input.m`` resizes to ≤ 512 with MATLAB ``imresize``;
+  here Pillow bicubic); default native.
+* **predict** (``predict_root``): the user's stacks, same layout, native resolution, batch size 1.
+
+Every stack is checked at :meth:`ExposureStackDataModule.setup` from the file headers: fewer than two
+images, images of different sizes, a non-image or unreadable file, or (train) a stack smaller than the
+crop raise :class:`~datamodules.image_io.DatasetLayoutError` / :class:`~datamodules.image_io.ImageReadError`
+naming the folder or file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.image_io import (
+    IMAGE_EXTENSIONS,
+    DatasetLayoutError,
+    check_image_header,
+    is_image,
+    load_tensor,
+    natural_key,
+)
+
+__all__ = [
+    "ExposureStack",
+    "ExposureStackDataModule",
+    "ExposureStackDataset",
+    "find_stacks",
+    "luminance_order",
+    "select_exposures",
+]
+
+Exposures = Literal["extreme_pair", "all"]
+_EXTS = "/".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+LAYOUT = f"<root>/<scene>/<exposure>.<{_EXTS}>: one folder per scene holding K ≥ 2 aligned exposures of equal size"
+#: BT.601 luma weights (used only to order exposures; any monotone grey conversion gives the same order
+#: for exposures of one scene except in near-ties).
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class ExposureStack:
+    """One scene: its folder, its exposure files (natural name order) and their common ``(width, height)``."""
+
+    folder: Path
+    files: tuple[Path, ...]
+    size: tuple[int, int]
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+
+def _check_scene(folder: Path) -> ExposureStack:
+    """Validate one scene folder from file headers; raises naming the folder or file."""
+    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=natural_key)
+    bad = [p for p in entries if not p.is_file() or not is_image(p)]
+    if bad:
+        raise DatasetLayoutError(
+            f"{bad[0]}: not an image file in exposure stack {folder} (expected only the scene's exposures: {LAYOUT})"
+        )
+    if len(entries) < 2:
+        raise DatasetLayoutError(
+            f"{folder}: exposure stack has {len(entries)} image(s); fusion needs at least 2 exposures ({LAYOUT})"
+        )
+    sizes = [check_image_header(p) for p in entries]
+    if len(set(sizes)) != 1:
+        listing = ", ".join(f"{p.name} {w}x{h}" for p, (w, h) in zip(entries, sizes, strict=True))
+        raise DatasetLayoutError(
+            f"{folder}: exposures differ in size ({listing}); a stack must be aligned images of one size"
+        )
+    return ExposureStack(folder, tuple(entries), sizes[0])
+
+
+def find_stacks(root: str | Path | None, argument: str = "root") -> list[ExposureStack]:
+    """All scene folders under ``root`` (naturally sorted), each validated by :func:`_check_scene`.
+
+    Raises:
+        ValueError: ``root`` is None.
+        DatasetLayoutError: the root is missing, holds no scene folder (e.g. it *is* a scene folder), or a
+            scene is malformed (fewer than 2 images, mismatched sizes, a non-image file).
+        ImageReadError: an exposure file is not a readable image.
+    """
+    if root is None:
+        raise ValueError(f"ExposureStackDataModule.{argument} is not set (expected {LAYOUT})")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetLayoutError(f"{root}: {argument} folder not found (expected {LAYOUT})")
+    scenes = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")), key=natural_key)
+    if not scenes:
+        hint = ""
+        if any(p.is_file() and is_image(p) for p in root.iterdir()):
+            hint = f"; {root} holds images directly — put them in a scene folder, e.g. {root}/scene/"
+        raise DatasetLayoutError(f"{root}: no scene folders found (expected {LAYOUT}){hint}")
+    return [_check_scene(d) for d in scenes]
+
+
+def luminance_order(images: Tensor) -> Tensor:
+    """Indices that sort a stack dark → bright by mean BT.601 luma (stable: ties keep the given order).
+
+    Shapes: K×3×H×W in [0, 1] → K (long).
+    """
+    w = torch.tensor(_LUMA, dtype=images.dtype, device=images.device)
+    means = torch.einsum("kchw,c->k", images, w) / images[0, 0].numel()
+    return torch.sort(means, stable=True).indices
+
+
+def select_exposures(images: Tensor, exposures: Exposures) -> Tensor:
+    """``"all"``: the stack as is; ``"extreme_pair"``: first and last (darkest, brightest of a sorted stack).
+
+    Shapes: K×C×H×W (sorted dark → bright) → K×… or 2×….
+    """
+    if exposures == "all":
+        return images
+    if exposures == "extreme_pair":
+        return images[[0, -1]]
+    raise ValueError(f"exposures must be 'extreme_pair' or 'all', got {exposures!r}")
+
+
+class ExposureStackDataset(Dataset):
+    """Stacks as ``{"sources": K×3×H×W float32 in [0, 1], dark → bright, "name": scene}``.
+
+    Args:
+        stacks: validated stacks (:func:`find_stacks`).
+        exposures: ``"extreme_pair"`` or ``"all"``.
+        crop_size: side of a random square crop (the same window for all exposures); ``None`` = whole image.
+        flip: random horizontal and vertical flips (applied to the whole stack).
+        crops_per_stack: each stack appears this many times per epoch (a fresh random crop each time).
+        max_side: resize (Pillow bicubic) so the longer side is at most this; ``None`` = native size.
+    """
+
+    def __init__(
+        self,
+        stacks: Sequence[ExposureStack],
+        exposures: Exposures = "all",
+        crop_size: int | None = None,
+        flip: bool = False,
+        crops_per_stack: int = 1,
+        max_side: int | None = None,
+    ) -> None:
+        select_exposures(torch.zeros(2, 1, 1, 1), exposures)  # validate the option
+        self.stacks, self.exposures, self.crop_size = list(stacks), exposures, crop_size
+        self.flip, self.crops_per_stack, self.max_side = flip, crops_per_stack, max_side
+
+    def __len__(self) -> int:
+        return len(self.stacks) * self.crops_per_stack
+
+    def _size(self, stack: ExposureStack) -> tuple[int, int] | None:
+        w, h = stack.size
+        if self.max_side is None or max(w, h) <= self.max_side:
+            return None
+        s = self.max_side / max(w, h)
+        return max(1, round(w * s)), max(1, round(h * s))
+
+    def __getitem__(self, i: int) -> dict[str, Tensor | str]:
+        stack = self.stacks[i % len(self.stacks)]
+        size = self._size(stack)
+        images = torch.stack([load_tensor(p, size, "bicubic") for p in stack.files])  # K×3×H×W
+        images = select_exposures(images[luminance_order(images)], self.exposures)
+        if self.crop_size is not None:
+            h, w = images.shape[-2:]
+            top = int(torch.randint(0, h - self.crop_size + 1, ()))
+            left = int(torch.randint(0, w - self.crop_size + 1, ()))
+            images = images[..., top : top + self.crop_size, left : left + self.crop_size]
+        if self.flip:
+            dims = [d for d, coin in zip((-1, -2), torch.rand(2) < 0.5, strict=True) if coin]
+            if dims:
+                images = images.flip(dims)
+        return {"sources": images.contiguous(), "name": stack.name}
+
+
+class ExposureStackDataModule(L.LightningDataModule):
+    """Exposure stacks (one folder per scene) for DeepFuse training and MEF-SSIM evaluation.
+
+    Args:
+        train_root: folder of scene folders for training (random crops).
+        val_root: folder of scene folders for validation (whole stacks; ``None``: no validation).
+        test_root: folder of scene folders for the test (whole stacks).
+        predict_root: the user's stacks to fuse at native resolution.
+        crop_size: training crop side; 77 = the official training patch size (``load_data.py``).
+        batch_size: training batch size; 50 = official (``main.py``). Val/test/predict use 1.
+        num_workers: DataLoader workers; persistent when > 0.
+        exposures: training exposures, ``"extreme_pair"`` (darkest + brightest; official pairs) or ``"all"``.
+        eval_exposures: the same for val/test/predict (``"all"``: the whole stack).
+        flip: random horizontal/vertical flips in training (not in the official code; off).
+        crops_per_stack: random crops per stack per epoch (the authors' patch count is not found).
+        val_max_stacks: validation uses at most this many stacks (a fixed random subset drawn with ``seed``).
+        eval_max_side: longer side of val/test/predict stacks after resizing (official ``Gen_Input.m``:
+            512); ``None`` = native resolution.
+        seed: seed of the validation subset.
+    """
+
+    def __init__(
+        self,
+        train_root: str | None = None,
+        val_root: str | None = None,
+        test_root: str | None = None,
+        predict_root: str | None = None,
+        crop_size: int = 77,
+        batch_size: int = 50,
+        num_workers: int = min(4, os.cpu_count() or 1),
+        exposures: Exposures = "extreme_pair",
+        eval_exposures: Exposures = "all",
+        flip: bool = False,
+        crops_per_stack: int = 1,
+        val_max_stacks: int | None = 8,
+        eval_max_side: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("crop_size", crop_size), ("batch_size", batch_size), ("crops_per_stack", crops_per_stack)):
+            if value < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {value}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be ≥ 0, got {num_workers}")
+        for name, value in (("exposures", exposures), ("eval_exposures", eval_exposures)):
+            if value not in ("extreme_pair", "all"):
+                raise ValueError(f"{name} must be 'extreme_pair' or 'all', got {value!r}")
+        if val_max_stacks is not None and val_max_stacks < 1:
+            raise ValueError(f"val_max_stacks must be ≥ 1 or None, got {val_max_stacks}")
+        if eval_max_side is not None and eval_max_side < 11:
+            raise ValueError(f"eval_max_side must be ≥ 11 (MEF-SSIM windows) or None, got {eval_max_side}")
+        self.save_hyperparameters()
+        self.train_root, self.val_root, self.test_root, self.predict_root = train_root, val_root, test_root, predict_root
+        self.crop_size, self.batch_size, self.num_workers = crop_size, batch_size, num_workers
+        self.exposures, self.eval_exposures, self.flip = exposures, eval_exposures, flip
+        self.crops_per_stack, self.val_max_stacks, self.eval_max_side, self.seed = (
+            crops_per_stack, val_max_stacks, eval_max_side, seed)
+        self.train_set: ExposureStackDataset | None = None
+        self.val_set: ExposureStackDataset | None = None
+        self.test_set: ExposureStackDataset | None = None
+        self.predict_set: ExposureStackDataset | None = None
+
+    def _train_stacks(self) -> list[ExposureStack]:
+        stacks = find_stacks(self.train_root, "train_root")
+        small = [s for s in stacks if min(s.size) < self.crop_size]
+        if small:
+            s = small[0]
+            raise DatasetLayoutError(
+                f"{s.folder}: exposures are {s.size[0]}x{s.size[1]}, smaller than crop_size={self.crop_size} "
+                f"({len(small)} such stack(s)); lower crop_size or remove the stack"
+            )
+        counts = {len(s.files) for s in stacks}
+        if self.exposures == "all" and self.batch_size > 1 and len(counts) > 1:
+            raise DatasetLayoutError(
+                f"{self.train_root}: exposures='all' batches stacks together, but they hold different numbers "
+                f"of exposures {sorted(counts)}; use exposures='extreme_pair' or batch_size=1"
+            )
+        return stacks
+
+    def _eval_set(self, root: str | None, argument: str, max_stacks: int | None) -> ExposureStackDataset:
+        stacks = find_stacks(root, argument)
+        if max_stacks is not None and len(stacks) > max_stacks:
+            keep = np.sort(np.random.default_rng(self.seed).choice(len(stacks), size=max_stacks, replace=False))
+            stacks = [stacks[int(i)] for i in keep]
+        return ExposureStackDataset(stacks, self.eval_exposures, max_side=self.eval_max_side)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Find and check the stacks of ``stage`` ("fit", "validate", "test", "predict"; ``None`` = all configured)."""
+        if stage in ("fit", None) and (stage == "fit" or self.train_root is not None):
+            self.train_set = ExposureStackDataset(self._train_stacks(), self.exposures, self.crop_size, self.flip,
+                                                  self.crops_per_stack)
+        if stage in ("fit", "validate", None) and (stage == "validate" or self.val_root is not None):
+            self.val_set = self._eval_set(self.val_root, "val_root", self.val_max_stacks)
+        if stage in ("test", None) and (stage == "test" or self.test_root is not None):
+            self.test_set = self._eval_set(self.test_root, "test_root", None)
+        if stage in ("predict", None) and (stage == "predict" or self.predict_root is not None):
+            self.predict_set = self._eval_set(self.predict_root, "predict_root", None)
+
+    def _loader(self, dataset: Dataset | None, what: str, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"ExposureStackDataModule: {what} data is not set up; call setup() with its stage first")
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
+                          drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, "train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_root is None:
+            return []  # no validation data: Lightning skips the validation loop
+        return self._loader(self.val_set, "validation", 1, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, "test", 1, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, "predict", 1, shuffle=False)

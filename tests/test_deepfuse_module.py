@@ -1,0 +1,143 @@
+"""The DeepFuse LightningModule and its configs: every config runs a fit step, forward shapes and range,
+the released weights in a module, the MEF-SSIM training signal, results.json with the baselines, and a
+2-process DDP fit on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from experiments.cli import cli_main
+from lightning_modules.deepfuse import DeepFuse, rgb_to_ycbcr
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "experiments" / "deepfuse"
+FULL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "results.yaml")
+
+
+@pytest.fixture(scope="module")
+def stacks_root(tmp_path_factory) -> Path:
+    from datamodules.synthetic.exposure_stacks import write_exposure_stacks
+
+    return write_exposure_stacks(tmp_path_factory.mktemp("stacks"), n_train=2, n_test=1, size=(48, 44), seed=0)
+
+
+def _args(root: Path, tmp: Path, steps: int = 1) -> list[str]:
+    return ["--data.init_args.train_root", str(root / "train"), "--data.init_args.val_root", str(root / "test"),
+            "--data.init_args.test_root", str(root / "test"), "--data.init_args.crop_size", "24",
+            "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
+            "--trainer.max_steps", str(steps), "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1",
+            "--trainer.limit_test_batches", "1", "--trainer.num_sanity_val_steps", "0",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.check_val_every_n_epoch", "1", "--run.root", str(tmp / "runs"), "--run.wandb", "false"]
+
+
+def test_sweeps_and_results_are_valid_yaml():
+    for path in [CONFIGS / "results.yaml", *sorted((CONFIGS / "sweeps").glob("*.yaml"))]:
+        assert yaml.safe_load(path.read_text()), path
+    loss = yaml.safe_load((CONFIGS / "sweeps" / "loss_comparison.yaml").read_text())
+    assert loss["command"][:5] == ["${env}", "darkroom", "fit", "-c", "experiments/deepfuse/paper.yaml"]
+    assert loss["parameters"]["model.init_args.loss"]["values"] == ["mef_ssim", "l1", "mse"]
+    pairs = yaml.safe_load((CONFIGS / "sweeps" / "pairs_vs_stacks.yaml").read_text())
+    assert pairs["parameters"]["data.init_args.exposures"]["values"] == ["extreme_pair", "all"]
+    mefb = yaml.safe_load((CONFIGS / "results.yaml").read_text())["tables"][-1]["rows"]
+    assert {"method": "DeepFuse (released DF_model_Epoch99)", "ms_mef_ssim": 0.896786}.items() <= mefb[19].items()
+
+
+@pytest.mark.parametrize("config", FULL_CONFIGS, ids=lambda p: p.name)
+def test_every_config_runs_a_step(config, stacks_root, tmp_path):
+    cli = cli_main(["fit", "-c", str(config), *_args(stacks_root, tmp_path)])
+    assert cli.trainer.global_step == 1
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+
+
+@pytest.mark.parametrize("loss", ["l1", "mse"])
+def test_pixel_losses_run_a_step(loss, stacks_root, tmp_path):
+    cli = cli_main(["fit", "-c", str(CONFIGS / "demo.yaml"), *_args(stacks_root, tmp_path),
+                    "--model.init_args.loss", loss, "--model.init_args.pixel_target", "mertens"])
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    assert -1 <= float(cli.trainer.callback_metrics["train/mef_ssim"]) <= 1  # MEF-SSIM lies in [-1, 1]
+
+
+def test_forward_shapes_and_range():
+    torch.manual_seed(0)
+    model = DeepFuse(log_images=0).eval()
+    for k in (2, 3):
+        sources = torch.rand(2, k, 3, 20, 28)
+        with torch.no_grad():
+            fused = model(sources)
+        assert fused.shape == (2, 3, 20, 28) and fused.dtype == torch.float32
+        assert 0.0 <= fused.min() and fused.max() <= 1.0
+    with pytest.raises(ValueError, match="K = 1"):
+        model(torch.rand(1, 1, 3, 20, 28))
+
+
+def test_from_official_forward(shared):
+    path = shared("weights/deepfuse/DF_model_Epoch99.npz")
+    model = DeepFuse.from_official(path).eval()
+    stack = torch.stack([torch.full((3, 32, 32), 0.1), torch.full((3, 32, 32), 0.9)]).unsqueeze(0)
+    stack = stack + 0.05 * torch.rand_like(stack)
+    with torch.no_grad():
+        fused = model(stack)
+    assert fused.shape == (1, 3, 32, 32) and torch.isfinite(fused).all()
+    assert model.hparams.pretrained == str(path)
+
+
+def test_training_steps_improve_mef_ssim(stacks_root):
+    from datamodules.exposure_stacks import ExposureStackDataset, find_stacks
+
+    torch.manual_seed(0)
+    sources = ExposureStackDataset(find_stacks(stacks_root / "train"), "extreme_pair")[0]["sources"][None, ..., :32, :32]
+    model = DeepFuse(log_images=0)
+    opt = model.configure_optimizers()
+    y = rgb_to_ycbcr(sources)[:, :, :1]
+    losses = []
+    for _ in range(4):
+        loss = model.training_step({"sources": sources}, 0)
+        opt.zero_grad()
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.net.parameters())
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+    with torch.no_grad():
+        from losses.mef_ssim import mef_ssim
+
+        assert mef_ssim(model.net(y), y).item() == pytest.approx(1 - model.training_step({"sources": sources}, 0).item(),
+                                                                  abs=1e-5)
+
+
+def test_test_writes_results_with_baselines(stacks_root, tmp_path):
+    args = ["-c", str(CONFIGS / "demo.yaml"), *_args(stacks_root, tmp_path), "--run.name", "t"]
+    fit = cli_main(["fit", *args])
+    last = fit.trainer.checkpoint_callback.last_model_path
+    test = cli_main(["test", *args, "--ckpt_path", last])
+    results = json.loads(Path(test.results_writer.path).read_text())
+    metrics = results["metrics"]
+    assert {"mef_ssim", "ms_mef_ssim", "mean_mef_ssim", "mean_ms_mef_ssim", "mertens_mef_ssim",
+            "mertens_ms_mef_ssim"} <= set(metrics)
+    assert all(0 < v <= 1 for v in metrics.values())
+    assert results["paper"] == "deepfuse"
+    assert test.model.last_grid_path is not None and Path(test.model.last_grid_path).is_file()
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(stacks_root, tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "experiments.cli", "fit", "-c", str(CONFIGS / "demo.yaml"),
+           *_args(stacks_root, tmp_path, steps=2), "--data.init_args.batch_size", "1", "--trainer.max_epochs", "3",
+           "--run.name", "ddp",
+           "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "runs" / "deepfuse" / "ddp" / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=False)
+    assert ckpt["global_step"] == 2
+    assert len(list((tmp_path / "runs" / "deepfuse").iterdir())) == 1
