@@ -835,12 +835,12 @@ class ReFusion(LightningModule):
             g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
-    def on_train_start(self) -> None:
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         model = self.trainer.strategy.model
         if isinstance(model, nn.parallel.DistributedDataParallel):
-            model.require_backward_grad_sync = False  # gradients are averaged in _sync_grads
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+            # gradients are averaged in _sync_grads; Lightning's DDPStrategy re-enables the reducer after every
+            # manual-optimisation step (post_training_step), so switch it off before each DDP forward
+            model.require_backward_grad_sync = False
         if self.phase == "meta" and (not self.hparams.meta or batch_idx >= 2 * self.hparams.meta_steps):
             return -1  # end of the meta phase: skip the rest of this epoch
         return None

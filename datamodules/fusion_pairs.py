@@ -1,0 +1,376 @@
+"""Paired fusion sources for ReFusion's four tasks: IR–visible (IVIF), multi-focus (MFIF), multi-exposure (MEIF)
+and medical (MIF) image fusion.
+
+On-disk layouts read (``<ext>`` = jpg/jpeg/png/bmp/tif/tiff in any case); partners are matched by **file stem**
+(extensions may differ), and the pair order is the input order of ReFusion's official ``test.py``
+(``lightning_modules.refusion.OFFICIAL_REFUSION_TASKS``; F is not symmetric in its inputs):
+
+* ``layout="folders"`` (default): two sibling folders under a root, one per source. The first candidate pair of
+  folder names that exists is used (or give ``folders`` explicitly):
+
+  ========  =====================================================================================================
+  task      folder pairs tried (first source, second source)
+  ========  =====================================================================================================
+  ivif      ``ir/``+``vi/`` (MSRS ``{train,test}/{ir,vi}``, RoadScene, TNO as in CDDFuse/Tang),
+            ``infrared/``+``visible/`` (ReFusion ``test_cases/IVIF``), ``IR/``+``VI/`` (VIFB ``input/``)
+  mfif      ``near/``+``far/`` (ReFusion ``test_cases/MFIF``), ``source_1/``+``source_2/`` (MFI-WHU style)
+  meif      ``under/``+``over/`` (ReFusion ``test_cases/MEIF``)
+  mif       ``CT/``, ``PET/`` or ``SPECT/`` + ``MRI/`` (CDDFuse ``test_img/MRI_<X>/``, Harvard atlas),
+            ``CT_PET_SPECT/``+``MRI/`` (ReFusion ``test_cases/MIF``)
+  ========  =====================================================================================================
+
+* ``layout="suffix"``: one flat folder with ``<name><suffix_a>.<ext>`` and ``<name><suffix_b>.<ext>``; first suffix
+  pair found: ivif ``_ir``/``_vi``; mfif ``_near``/``_far``, ``_1``/``_2`` (Lytro ``sourceimages/color/c_01_1.tif``);
+  meif ``_under``/``_over``; mif ``_ct``|``_pet``|``_spect`` / ``_mri`` (case-insensitive). This is also the layout
+  of the research team's ``shared/data/fusion/{ir_vis,multi_focus,medical}``.
+* ``layout="stacks"`` (MEIF): one folder per scene holding K ≥ 2 exposures (MEFB ``input/`` scenes, the layout of
+  :mod:`datamodules.exposure_stacks`, whose :func:`~datamodules.exposure_stacks.find_stacks` validates it); the
+  darkest and the brightest exposure by mean luma are the (under, over) pair.
+
+Splits: ``train_root`` / ``val_root`` / ``test_root`` / ``predict_root`` each point at such a root; ``root`` is a
+shortcut that fills the unset ones with ``<root>/train`` and ``<root>/test`` (MSRS's ``{train,test}`` folders).
+
+Batches: ``{"sources": N×2×3×H×W float32 RGB in [0, 1], "name": list[str]}`` (grey files replicated to three
+equal channels, which the module detects as grey; colour → Y conversion and chroma recombination happen in the
+module, as the official ``test.py`` does them). Training: random crops of ``crop_size``² at the same position in
+both sources (TDFusion's official recipe, random 256×256 crops; ReFusion's own patch size: not found), batch
+``batch_size`` (official: 2, doubled by source swapping inside the module). Validation/test/predict: whole images,
+batch 1. Every file header is checked at :meth:`FusionPairDataModule.setup`: a missing partner or a pair of
+different sizes raises :class:`~datamodules.image_io.DatasetLayoutError` naming the files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.image_io import DatasetLayoutError, check_image_header, is_image, load_tensor, natural_key
+
+__all__ = [
+    "FOLDER_PAIRS",
+    "SUFFIX_PAIRS",
+    "FusionPair",
+    "FusionPairDataModule",
+    "FusionPairDataset",
+    "find_pairs",
+]
+
+Task = Literal["ivif", "mfif", "meif", "mif"]
+Layout = Literal["folders", "suffix", "stacks"]
+
+#: task → candidate (first source, second source) folder names, tried in order.
+FOLDER_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
+    "ivif": (("ir", "vi"), ("infrared", "visible"), ("IR", "VI")),
+    "mfif": (("near", "far"), ("source_1", "source_2")),
+    "meif": (("under", "over"),),
+    "mif": (("CT", "MRI"), ("PET", "MRI"), ("SPECT", "MRI"), ("CT_PET_SPECT", "MRI")),
+}
+#: task → candidate (first, second) file-name suffixes of the flat layout, tried in order (case-insensitive).
+SUFFIX_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
+    "ivif": (("_ir", "_vi"),),
+    "mfif": (("_near", "_far"), ("_1", "_2")),
+    "meif": (("_under", "_over"),),
+    "mif": (("_ct", "_mri"), ("_pet", "_mri"), ("_spect", "_mri")),
+}
+
+
+@dataclass(frozen=True)
+class FusionPair:
+    """Two aligned source files of one scene, in the official input order, and their common ``(width, height)``.
+
+    ``stack`` (stacks layout): all exposures of the scene; the darkest and the brightest by mean luma are chosen
+    when the images are read (``first``/``second`` are then only the first and last file names).
+    """
+
+    name: str
+    first: Path
+    second: Path
+    size: tuple[int, int]
+    stack: tuple[Path, ...] = ()
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_file() and is_image(p)), key=natural_key)
+
+
+def _by_stem(files: Sequence[Path], folder: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in files:
+        if p.stem in out:
+            raise DatasetLayoutError(f"{p}: ambiguous source, {out[p.stem]} has the same name in {folder}")
+        out[p.stem] = p
+    return out
+
+
+def _check_pair(name: str, a: Path, b: Path) -> tuple[int, int]:
+    sa, sb = check_image_header(a), check_image_header(b)
+    if sa != sb:
+        raise DatasetLayoutError(
+            f"{a} ({sa[0]}x{sa[1]}) and its partner {b} ({sb[0]}x{sb[1]}) differ in size; "
+            f"the two sources of pair {name!r} must be aligned images of one size"
+        )
+    return sa
+
+
+def _missing_message(root: Path, only_a: list[str], only_b: list[str], where_a: str, where_b: str) -> str:
+    parts = []
+    if only_a:
+        parts.append(f"{where_a} without a partner in {where_b}: {only_a[:5]}{' …' if len(only_a) > 5 else ''}")
+    if only_b:
+        parts.append(f"{where_b} without a partner in {where_a}: {only_b[:5]}{' …' if len(only_b) > 5 else ''}")
+    return f"{root}: unmatched fusion sources (partners are matched by file stem): " + "; ".join(parts)
+
+
+def _folder_pairs(root: Path, task: str, folders: tuple[str, str] | None) -> list[FusionPair]:
+    candidates = (tuple(folders),) if folders else FOLDER_PAIRS[task]
+    found = [c for c in candidates if (root / c[0]).is_dir() and (root / c[1]).is_dir()]
+    if not found:
+        expected = " or ".join(f"{a}/ + {b}/" for a, b in candidates)
+        raise DatasetLayoutError(f"{root}: no source folders for task {task!r} (expected {expected})")
+    if task == "mif" and folders is None and len(found) > 1:
+        raise DatasetLayoutError(
+            f"{root}: several medical modalities next to MRI/ ({', '.join(a for a, _ in found)}); "
+            "choose one with folders=[<modality>, MRI]"
+        )
+    fa, fb = found[0]
+    a_files, b_files = _by_stem(_images(root / fa), root / fa), _by_stem(_images(root / fb), root / fb)
+    only_a = sorted(set(a_files) - set(b_files), key=natural_key)
+    only_b = sorted(set(b_files) - set(a_files), key=natural_key)
+    if only_a or only_b:
+        raise DatasetLayoutError(
+            _missing_message(root, [a_files[s].name for s in only_a], [b_files[s].name for s in only_b],
+                             f"{root / fa}", f"{root / fb}")
+        )
+    if not a_files:
+        raise DatasetLayoutError(f"{root}: {fa}/ and {fb}/ hold no image files")
+    stems = sorted(a_files, key=natural_key)
+    return [FusionPair(s, a_files[s], b_files[s], _check_pair(s, a_files[s], b_files[s])) for s in stems]
+
+
+def _with_suffix(files: Sequence[Path], suffix: str) -> dict[str, Path]:
+    return {p.stem[: -len(suffix)]: p for p in files if p.stem.lower().endswith(suffix.lower())}
+
+
+def _suffix_pairs(root: Path, task: str, suffixes: tuple[str, str] | None) -> list[FusionPair]:
+    files = _images(root)
+    candidates = (tuple(suffixes),) if suffixes else SUFFIX_PAIRS[task]
+    if task == "mif" and suffixes is None:
+        present = [c for c in candidates if _with_suffix(files, c[0])]
+        if len(present) > 1:
+            raise DatasetLayoutError(
+                f"{root}: several medical modalities next to *_mri files ({', '.join(a for a, _ in present)}); "
+                "choose one with suffixes=[<_modality>, _mri]"
+            )
+    for sa, sb in candidates:
+        a, b = _with_suffix(files, sa), _with_suffix(files, sb)
+        if not a and not b:
+            continue
+        if task == "mif":  # an MRI file may be the partner of another modality in the same folder
+            others = {s for c in SUFFIX_PAIRS["mif"] if c[0].lower() != sa.lower() for s in _with_suffix(files, c[0])}
+            b = {s: p for s, p in b.items() if s in a or s not in others}
+        only_a = sorted(set(a) - set(b), key=natural_key)
+        only_b = sorted(set(b) - set(a), key=natural_key)
+        if only_a or only_b:
+            raise DatasetLayoutError(
+                _missing_message(root, [a[s].name for s in only_a], [b[s].name for s in only_b],
+                                 f"*{sa}.<ext>", f"*{sb}.<ext>")
+            )
+        stems = sorted(a, key=natural_key)
+        return [FusionPair(s, a[s], b[s], _check_pair(s, a[s], b[s])) for s in stems]
+    expected = " or ".join(f"<name>{a}.<ext> + <name>{b}.<ext>" for a, b in candidates)
+    raise DatasetLayoutError(f"{root}: no source pairs for task {task!r} (expected {expected})")
+
+
+def _stack_pairs(root: Path) -> list[FusionPair]:
+    from datamodules.exposure_stacks import find_stacks
+
+    return [FusionPair(s.name, s.files[0], s.files[-1], s.size, stack=s.files) for s in find_stacks(root, "root")]
+
+
+def find_pairs(
+    root: str | Path,
+    task: Task,
+    layout: Layout = "folders",
+    folders: Sequence[str] | None = None,
+    suffixes: Sequence[str] | None = None,
+) -> list[FusionPair]:
+    """The source pairs under ``root`` in natural name order, each validated from its file headers.
+
+    Raises:
+        DatasetLayoutError: the root or its source folders are missing, a file has no partner (the message names
+            the unmatched files), two partners differ in size (names both), or nothing is found.
+        ImageReadError: a file is not a readable image.
+        ValueError: an unknown task or layout.
+    """
+    if task not in FOLDER_PAIRS:
+        raise ValueError(f"task must be one of {sorted(FOLDER_PAIRS)}, got {task!r}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetLayoutError(f"{root}: folder of {task} source pairs not found")
+    if layout == "folders":
+        return _folder_pairs(root, task, tuple(folders) if folders else None)
+    if layout == "suffix":
+        return _suffix_pairs(root, task, tuple(suffixes) if suffixes else None)
+    if layout == "stacks":
+        return _stack_pairs(root)
+    raise ValueError(f"layout must be 'folders', 'suffix' or 'stacks', got {layout!r}")
+
+
+def _luma_means(images: Tensor) -> Tensor:
+    """Mean BT.601 luma of K×3×H×W images → K."""
+    w = torch.tensor((0.299, 0.587, 0.114), dtype=images.dtype)
+    return torch.einsum("kchw,c->k", images, w) / images[0, 0].numel()
+
+
+class FusionPairDataset(Dataset):
+    """``{"sources": 2×3×h×w float32 in [0, 1], "name": str}``; random aligned crops when ``crop_size`` is set.
+
+    Args:
+        pairs: from :func:`find_pairs`.
+        crop_size: side of the random square crop taken at the same position in both sources (``None``: whole).
+            Crop positions come from torch's global RNG (seeded per worker by Lightning's ``seed_everything``).
+    """
+
+    def __init__(self, pairs: Sequence[FusionPair], crop_size: int | None = None) -> None:
+        self.pairs, self.crop_size = list(pairs), crop_size
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor | str]:
+        pair = self.pairs[i]
+        if pair.stack:
+            stack = torch.stack([load_tensor(p) for p in pair.stack])
+            order = torch.sort(_luma_means(stack), stable=True).indices
+            sources = stack[order[[0, -1]]]
+        else:
+            sources = torch.stack([load_tensor(pair.first), load_tensor(pair.second)])
+        if self.crop_size is not None:
+            h, w = sources.shape[-2:]
+            c = self.crop_size
+            top = int(torch.randint(0, h - c + 1, (1,)))
+            left = int(torch.randint(0, w - c + 1, (1,)))
+            sources = sources[..., top : top + c, left : left + c].contiguous()
+        return {"sources": sources, "name": pair.name}
+
+
+class FusionPairDataModule(L.LightningDataModule):
+    """Paired sources of one fusion task (IVIF / MFIF / MEIF / MIF) for ReFusion training and evaluation.
+
+    Args:
+        task: ``"ivif"``, ``"mfif"``, ``"meif"`` or ``"mif"``; selects the folder/suffix names (module docstring).
+        root: shortcut: unset ``train_root`` / ``test_root`` become ``<root>/train`` / ``<root>/test``.
+        train_root, val_root, test_root, predict_root: roots of each split in ``layout``.
+        layout: ``"folders"``, ``"suffix"`` or ``"stacks"`` (module docstring).
+        folders: explicit (first, second) folder names for ``layout="folders"``, e.g. ``[PET, MRI]``.
+        suffixes: explicit (first, second) stem suffixes for ``layout="suffix"``.
+        crop_size: training crop side (TDFusion official: 256; ReFusion's: not found). Every training image must
+            be at least this large (checked at ``setup``).
+        batch_size: training batch size (official: 2; the module doubles it by swapping the sources).
+        num_workers: DataLoader workers.
+        val_max_pairs: validation uses at most this many pairs (the first ones in name order); ``None`` = all.
+    """
+
+    def __init__(
+        self,
+        task: Task = "ivif",
+        root: str | None = None,
+        train_root: str | None = None,
+        val_root: str | None = None,
+        test_root: str | None = None,
+        predict_root: str | None = None,
+        layout: Layout = "folders",
+        folders: list[str] | None = None,
+        suffixes: list[str] | None = None,
+        crop_size: int = 256,
+        batch_size: int = 2,
+        num_workers: int = min(4, os.cpu_count() or 1),
+        val_max_pairs: int | None = 8,
+    ) -> None:
+        super().__init__()
+        if task not in FOLDER_PAIRS:
+            raise ValueError(f"task must be one of {sorted(FOLDER_PAIRS)}, got {task!r}")
+        if layout not in ("folders", "suffix", "stacks"):
+            raise ValueError(f"layout must be 'folders', 'suffix' or 'stacks', got {layout!r}")
+        for arg, value in (("folders", folders), ("suffixes", suffixes)):
+            if value is not None and len(value) != 2:
+                raise ValueError(f"{arg} must name exactly 2 entries (first, second source), got {value!r}")
+        if crop_size < 1 or batch_size < 1 or num_workers < 0:
+            raise ValueError(f"need crop_size ≥ 1, batch_size ≥ 1, num_workers ≥ 0; got {crop_size}, "
+                             f"{batch_size}, {num_workers}")
+        if val_max_pairs is not None and val_max_pairs < 1:
+            raise ValueError(f"val_max_pairs must be ≥ 1 or None, got {val_max_pairs}")
+        self.save_hyperparameters()
+        if root is not None:
+            train_root = train_root or str(Path(root) / "train")
+            test_root = test_root or str(Path(root) / "test")
+            self.hparams.train_root, self.hparams.test_root = train_root, test_root
+        self.task, self.layout = task, layout
+        self.train_root, self.val_root, self.test_root, self.predict_root = train_root, val_root, test_root, predict_root
+        self.folders, self.suffixes = folders, suffixes
+        self.crop_size, self.batch_size, self.num_workers = crop_size, batch_size, num_workers
+        self.val_max_pairs = val_max_pairs
+        self.train_set: FusionPairDataset | None = None
+        self.val_set: FusionPairDataset | None = None
+        self.test_set: FusionPairDataset | None = None
+        self.predict_set: FusionPairDataset | None = None
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether a validation split is configured (the CLI then monitors ``val/qabf``)."""
+        return self.val_root is not None
+
+    def _pairs(self, root: str | None, argument: str) -> list[FusionPair]:
+        if root is None:
+            raise ValueError(f"FusionPairDataModule.{argument} is not set (expected a {self.task} root, "
+                             f"layout {self.layout!r})")
+        return find_pairs(root, self.task, self.layout, self.folders, self.suffixes)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Find and check the pairs of ``stage`` ("fit", "validate", "test", "predict"; ``None`` = all configured)."""
+        if stage in ("fit", None) and (stage == "fit" or self.train_root is not None):
+            pairs = self._pairs(self.train_root, "train_root")
+            small = [p for p in pairs if min(p.size) < self.crop_size]
+            if small:
+                p = small[0]
+                raise DatasetLayoutError(
+                    f"{p.first}: {p.size[0]}x{p.size[1]} is smaller than crop_size {self.crop_size} "
+                    f"({len(small)} training pair(s) are); lower crop_size"
+                )
+            self.train_set = FusionPairDataset(pairs, self.crop_size)
+        if stage in ("fit", "validate", None) and (stage == "validate" or self.val_root is not None):
+            pairs = self._pairs(self.val_root, "val_root")
+            self.val_set = FusionPairDataset(pairs[: self.val_max_pairs] if self.val_max_pairs else pairs)
+        if stage in ("test", None) and (stage == "test" or self.test_root is not None):
+            self.test_set = FusionPairDataset(self._pairs(self.test_root, "test_root"))
+        if stage in ("predict", None) and (stage == "predict" or self.predict_root is not None):
+            self.predict_set = FusionPairDataset(self._pairs(self.predict_root, "predict_root"))
+
+    def _loader(self, dataset: Dataset | None, what: str, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"FusionPairDataModule: {what} data is not set up; call setup() with its stage first")
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
+                          drop_last=shuffle and len(dataset) >= 2 * batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, "train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_root is None:
+            return []
+        return self._loader(self.val_set, "validation", 1, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, "test", 1, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, "predict", 1, shuffle=False)

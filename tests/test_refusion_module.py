@@ -1,0 +1,151 @@
+"""ReFusion LightningModule: every config runs a fit step, official weights on colour/grey pairs, meta vs fixed loss,
+results.json with the baselines, 2-process DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from lightning.pytorch import Trainer
+
+from datamodules.fusion_pairs import FusionPairDataModule
+from datamodules.image_io import load_tensor
+from datamodules.synthetic.fusion_pairs import write_exposure_pairs, write_ir_visible, write_multi_focus
+from experiments.cli import cli_main
+from lightning_modules.refusion import ReFusion, is_grey
+from metrics.fusion import evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "experiments" / "refusion"
+FIT_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "results.yaml")
+SIZE = (48, 48)  # VIF needs ≥ 41×41
+
+
+@pytest.fixture(scope="module")
+def fusion_data(tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    """task → (root with train/ and test/, layout), tiny synthetic data in the real layouts."""
+    base = tmp_path_factory.mktemp("fusion")
+    iv = write_ir_visible(base / "ivif", n_train=2, n_test=1, size=SIZE)
+    mf = write_multi_focus(base / "mfif", n_train=2, n_test=1, size=SIZE)
+    me = write_exposure_pairs(base / "meif", n_train=2, n_test=1, size=SIZE)
+    mif = base / "mif"
+    for split in ("train", "test"):  # PET/ + MRI/ folders (stand-in images)
+        shutil.copytree(iv / split / "ir", mif / split / "MRI")
+        shutil.copytree(iv / split / "vi", mif / split / "PET")
+    return {"ivif": (iv, "folders"), "mfif": (mf, "folders"), "meif": (me, "stacks"), "mif": (mif, "folders")}
+
+
+def _args(config: Path, data: dict, tmp: Path, name: str = "run") -> list[str]:
+    task = yaml.safe_load(config.read_text())["model"]["init_args"]["task"]
+    root, layout = data[task]
+    return ["-c", str(config), "--data.init_args.root", str(root), "--data.init_args.layout", layout,
+            "--data.init_args.val_root", str(root / "test"), "--data.init_args.crop_size", "32",
+            "--data.init_args.batch_size", "1", "--data.init_args.num_workers", "0", "--model.init_args.meta_steps", "1",
+            "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
+            "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
+            "--trainer.check_val_every_n_epoch", "1", "--run.root", str(tmp / "runs"), "--run.name", name,
+            "--run.wandb", "false"]
+
+
+def test_sweeps_and_results_are_valid_yaml():
+    results = yaml.safe_load((CONFIGS / "results.yaml").read_text())
+    ours = [r for t in results["tables"] for r in t["rows"] if r["method"] == "ReFusion"]
+    assert ours and all(v is None for r in ours for k, v in r.items() if k in results["tables"][0]["metrics"])
+    for name in ("learnable_vs_fixed", "meta_steps"):
+        sweep = yaml.safe_load((CONFIGS / "sweeps" / f"{name}.yaml").read_text())
+        assert sweep["command"][:5] == ["${env}", "darkroom", "fit", "-c", "experiments/refusion/ivif.yaml"]
+        assert sweep["command"][-1] == "${args}" and sweep["metric"]["name"] == "val/qabf"
+
+
+@pytest.mark.parametrize("config", FIT_CONFIGS, ids=lambda p: p.name)
+def test_every_config_runs_a_step(config, fusion_data, tmp_path):
+    cli = cli_main(["fit", *_args(config, fusion_data, tmp_path)])
+    assert cli.trainer.global_step == 1
+    metrics = cli.trainer.callback_metrics
+    meta = [v for k, v in metrics.items() if k.startswith("train/meta_loss")]
+    assert torch.isfinite(metrics["train/loss"]) and meta and all(torch.isfinite(v) for v in meta)
+    if config.name == "demo.yaml":  # test → results.json holds ReFusion and both baselines
+        ckpt = tmp_path / "runs" / "refusion" / "run" / "checkpoints" / "last.ckpt"
+        test = cli_main(["test", *_args(config, fusion_data, tmp_path), "--ckpt_path", str(ckpt)])
+        results = json.loads(Path(test.results_writer.path).read_text())
+        assert {"qabf", "mean_qabf", "max_qabf", "en", "mean_ssim", "max_vif"} <= set(results["metrics"])
+        assert results["paper"] == "refusion"
+
+
+def _p_state(model: ReFusion) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.loss_proposal.state_dict().items()}
+
+
+@pytest.mark.parametrize("meta", [True, False])
+def test_meta_step_updates_loss_proposal_only_in_meta_mode(meta, fusion_data):
+    torch.manual_seed(0)
+    root, _ = fusion_data["mfif"]
+    model = ReFusion(task="mfif", meta=meta, meta_steps=1, meta_accumulation=1, lr=1e-3, log_images=False)
+    p0, f0 = _p_state(model), model.fusion.project_out_1.weight.clone()
+    dm = FusionPairDataModule("mfif", root=str(root), crop_size=32, batch_size=1, num_workers=0)
+    trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
+    trainer.fit(model, dm)
+    changed = [k for k, v in model.loss_proposal.state_dict().items() if not torch.equal(v, p0[k])]
+    assert bool(changed) == meta
+    assert not torch.equal(model.fusion.project_out_1.weight, f0)  # F trained in both modes
+    assert trainer.global_step == 2  # one per fusion-phase batch; meta iterations do not count
+
+
+def test_from_official_forward_colour_and_grey(shared):
+    ir = load_tensor(shared("fusion/ir_vis/MSRS_00710N_ir.png"))[:, 200:264, 300:364]
+    vi = load_tensor(shared("fusion/ir_vis/MSRS_00710N_vi.png"))[:, 200:264, 300:364]
+    model = ReFusion.from_official(shared("weights/refusion/ReFusion_IVIF.pth"), task="ivif")
+    assert not model.training
+    with torch.no_grad():
+        colour = model(torch.stack([ir, vi])[None])
+        grey = model(torch.stack([ir[:1], vi[:1]])[None])
+    assert colour.shape == (1, 3, 64, 64) and grey.shape == (1, 1, 64, 64)
+    assert bool(is_grey(ir[None])) and not bool(is_grey(colour))  # one colour source → its chroma
+    y = 0.299 * colour[:, 0] + 0.587 * colour[:, 1] + 0.114 * colour[:, 2]
+    with torch.no_grad():
+        fused_y = model.fuse_y(model.luma(torch.stack([ir, vi])[None]))[:, 0]
+    assert (y - fused_y).abs().mean() < 5e-3  # Y kept up to the RGB clipping of the recombination
+    assert grey.min() == 0 and grey.max() == 1  # official min–max normalisation
+
+
+def test_official_mri_pet_matches_port_validation(shared):
+    """Official MIF weights on MRI-PET 14 (256×256): Qabf/EN within rounding of the research team's values."""
+    pet = load_tensor(shared("fusion/medical/MRI_PET_14_pet.png"))
+    mri = load_tensor(shared("fusion/medical/MRI_PET_14_mri.png"))
+    model = ReFusion.from_official(shared("weights/refusion/ReFusion_MIF.pth"), task="mif")
+    with torch.no_grad():
+        fused = model(torch.stack([pet, mri])[None])[0]
+    q = torch.round(fused * 255.0)  # the saved 8-bit image, re-read as OpenCV grey (rounded)
+    grey = torch.round(0.299 * q[0] + 0.587 * q[1] + 0.114 * q[2]) / 255.0
+
+    def src_grey(x: torch.Tensor) -> torch.Tensor:
+        return torch.round((0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]) * 255.0) / 255.0
+
+    values = evaluate(grey[None], torch.stack([src_grey(pet), src_grey(mri)])[:, None], metrics=("EN", "Qabf"))
+    assert values["Qabf"] == pytest.approx(0.8125, abs=0.01)
+    assert values["EN"] == pytest.approx(5.5563, abs=0.05)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(fusion_data, tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    args = _args(CONFIGS / "demo.yaml", fusion_data, tmp_path, name="ddp")
+    args[args.index("--trainer.max_steps") + 1] = "2"
+    cmd = [sys.executable, "-m", "experiments.cli", "fit", *args, "--trainer.accelerator", "cpu",
+           "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "runs" / "refusion" / "ddp" / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=False)
+    assert ckpt["global_step"] == 2
+    p = [v for k, v in ckpt["state_dict"].items() if k.startswith("loss_proposal.")]
+    assert p and all(np.isfinite(t.numpy()).all() for t in p)
