@@ -32,6 +32,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from lightning_modules.checkpoints import checkpoint_state
 from lightning_modules.fusion_baselines import Mertens, PixelMean, stack_sources
 from lightning_modules.image_grid import log_grid
 from losses.mef_ssim import MEFSSIMLoss, mef_ssim
@@ -461,10 +462,7 @@ class DeepFuse(LightningModule):
         """Load the official ``DF_model_Epoch99.npz`` or a Darkroom ``.ckpt`` into the network."""
         path = Path(path)
         if path.suffix == ".ckpt":
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: checkpoint not found")
-            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-            self.net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+            self.net.load_state_dict(checkpoint_state(path))
             return
         if self.hparams.architecture != "official":
             raise ValueError(f"{path}: the official weights fit architecture='official' only, "

@@ -19,14 +19,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.func import functional_call, grad
 
+from lightning_modules.checkpoints import checkpoint_state
+from lightning_modules.deepfuse import rgb_to_ycbcr, ycbcr_to_rgb
+from lightning_modules.fusion_baselines import PixelMax, PixelMean
+from lightning_modules.image_grid import log_grid
 from losses.refusion import refusion_fusion_loss, refusion_reconstruction_loss, sobel_gradient
+from metrics.fusion import DEFAULT_METRICS, FusionMetrics
 
 __all__ = [
     "OFFICIAL_REFUSION_SOURCE",
@@ -600,15 +607,8 @@ def normalised_gradient_update_(parameters: Iterable[nn.Parameter], lr: float) -
 
 # ---- LightningModule ----
 # (The LightningModule's imports are kept here so the networks above stay importable without Lightning.)
-from typing import Any  # noqa: E402
 
-import torch.distributed as dist  # noqa: E402
-from lightning.pytorch import LightningModule  # noqa: E402
 
-from lightning_modules.deepfuse import rgb_to_ycbcr, ycbcr_to_rgb  # noqa: E402
-from lightning_modules.fusion_baselines import PixelMax, PixelMean  # noqa: E402
-from lightning_modules.image_grid import log_grid  # noqa: E402
-from metrics.fusion import DEFAULT_METRICS, FusionMetrics  # noqa: E402
 
 __all__ += ["ReFusion", "fuse_chroma_official", "is_grey"]
 
@@ -745,11 +745,8 @@ class ReFusion(LightningModule):
         """Load an official ``ReFusion_*.pth`` into F, or F/P/R from a Darkroom ``.ckpt``."""
         path = Path(path)
         if path.suffix == ".ckpt":
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: checkpoint not found")
-            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
             nets = ("fusion.", "loss_proposal.", "reconstruction.")
-            self.load_state_dict({k: v for k, v in state.items() if k.startswith(nets)}, strict=False)
+            self.load_state_dict(checkpoint_state(path, nets, strip=False), strict=False)
             return
         self.fusion.load_state_dict(load_official_refusion(path).state_dict())
 

@@ -28,6 +28,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from lightning_modules.checkpoints import checkpoint_state
 from lightning_modules.image_grid import log_grid, save_samples
 from losses.zero_dce import ZeroDCELoss
 from metrics.full_reference import MAE, PSNR, SSIM
@@ -430,10 +431,7 @@ class ZeroDCE(LightningModule):
         """Load an official ``Epoch99.pth`` or a Darkroom checkpoint into the network."""
         path = Path(path)
         if path.suffix == ".ckpt":
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: checkpoint not found")
-            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-            self.net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
+            self.net.load_state_dict(checkpoint_state(path))
             return
         official = load_official_weights(path, self.hparams.variant, scale_factor=self.net.scale_factor)
         self.net.load_state_dict(official.state_dict())

@@ -17,7 +17,6 @@ DeepFuse targets (the official example pair ``forth4`` is ``Img_EV-3`` / ``Img_E
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from datamodules.image_io import write_uint8
 from datamodules.synthetic.camera import DEFAULT_READ_NOISE, DEFAULT_SHOT_NOISE, inverse_crf, render_exposure
+from datamodules.synthetic.output_root import prepare_output_root
 from datamodules.synthetic.photos import GREY_PHOTOS, bundled_photos
 from datamodules.synthetic.sice import TRAIN_FRACTION, _crop_scene
 
@@ -33,21 +33,6 @@ __all__ = ["DEFAULT_EXPOSURES", "write_exposure_stacks"]
 #: Exposure values of a stack, dark → bright (EV relative to the photograph's own exposure).
 DEFAULT_EXPOSURES: tuple[float, ...] = (-3.0, 0.0, 3.0)
 _MARKER = "Synthetic exposure stacks written by darkroom (datamodules.synthetic.exposure_stacks)."
-
-
-def _prepare_root(root: Path) -> None:
-    parts = [root / "train", root / "test"]
-    if not any(p.exists() for p in parts):
-        return
-    readme = root / "README.txt"
-    if not (readme.is_file() and readme.read_text(encoding="utf-8").startswith(_MARKER)):
-        raise FileExistsError(
-            f"{root}: already holds train/ or test/ not written by write_exposure_stacks "
-            "(no README.txt from it); refusing to overwrite — choose an empty folder"
-        )
-    for p in parts:
-        if p.exists():
-            shutil.rmtree(p)
 
 
 def _illumination(size: tuple[int, int], range_ev: float, rng: np.random.Generator) -> np.ndarray:
@@ -97,7 +82,7 @@ def write_exposure_stacks(
     if scene_range_ev < 0:
         raise ValueError(f"scene_range_ev must be ≥ 0, got {scene_range_ev}")
     size = (int(size[0]), int(size[1]))
-    _prepare_root(root)
+    prepare_output_root(root, ["train", "test"], _MARKER, "write_exposure_stacks")
 
     rng = np.random.default_rng(seed)
     photos = bundled_photos()

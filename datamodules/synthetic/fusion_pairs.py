@@ -19,31 +19,19 @@ Every generator is deterministic given its seed; images are 8-bit PNG (lossless)
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from datamodules.image_io import write_uint8
+from datamodules.synthetic.output_root import prepare_output_root
 from datamodules.synthetic.photos import bundled_photos
 from datamodules.synthetic.sice import TRAIN_FRACTION, _crop_scene
 
 __all__ = ["depth_mask", "write_exposure_pairs", "write_ir_visible", "write_multi_focus"]
 
 _MARKER = "Synthetic fusion pairs written by darkroom (datamodules.synthetic.fusion_pairs)."
-
-
-def _prepare_root(root: Path, what: str) -> None:
-    parts = [root / "train", root / "test"]
-    if not any(p.exists() for p in parts):
-        return
-    readme = root / "README.txt"
-    if not (readme.is_file() and readme.read_text(encoding="utf-8").startswith(_MARKER)):
-        raise FileExistsError(f"{root}: already holds train/ or test/ not written by {what}; choose an empty folder")
-    for p in parts:
-        if p.exists():
-            shutil.rmtree(p)
 
 
 def _check(n_train: int, n_test: int, size: tuple[int, int]) -> tuple[int, int]:
@@ -88,7 +76,7 @@ def write_multi_focus(root: str | Path, n_train: int = 16, n_test: int = 4, size
     root, size = Path(root), _check(n_train, n_test, size)
     if blur_sigma <= 0:
         raise ValueError(f"blur_sigma must be > 0, got {blur_sigma}")
-    _prepare_root(root, "write_multi_focus")
+    prepare_output_root(root, ["train", "test"], _MARKER, "write_multi_focus")
     rng = np.random.default_rng(seed)
     for split, n, test in (("train", n_train, False), ("test", n_test, True)):
         for name, img in _scenes(n, test, size, rng):
@@ -109,7 +97,7 @@ def write_ir_visible(root: str | Path, n_train: int = 16, n_test: int = 4, size:
                      seed: int = 0, n_objects: int = 3, darkening: float = 0.5) -> Path:
     """Write IR–visible stand-in pairs ``ir/`` (1-channel) and ``vi/`` (RGB) (module docstring); return ``root``."""
     root, size = Path(root), _check(n_train, n_test, size)
-    _prepare_root(root, "write_ir_visible")
+    prepare_output_root(root, ["train", "test"], _MARKER, "write_ir_visible")
     rng = np.random.default_rng(seed)
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)

@@ -17,7 +17,6 @@ clipping, camera response, 8-bit quantisation; :mod:`datamodules.synthetic.camer
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from datamodules.synthetic.camera import (
     inverse_crf,
     render_exposure,
 )
+from datamodules.synthetic.output_root import prepare_output_root
 from datamodules.synthetic.photos import GREY_PHOTOS, bundled_photos
 
 #: Exposure values of a default sequence, dark → bright: 7 images like most SICE sequences, so the
@@ -59,21 +59,6 @@ def _crop_scene(photo: np.ndarray, region: tuple[int, int], size: tuple[int, int
         crop = crop[:, ::-1]
     interp = cv2.INTER_AREA if cw_i >= size[0] else cv2.INTER_CUBIC
     return cv2.resize(np.ascontiguousarray(crop), size, interpolation=interp)
-
-
-def _prepare_root(root: Path) -> None:
-    parts = [root / "Dataset_Part1", root / "Dataset_Part2"]
-    if not any(p.exists() for p in parts):
-        return
-    readme = root / "README.txt"
-    if not (readme.is_file() and readme.read_text(encoding="utf-8").startswith(_MARKER)):
-        raise FileExistsError(
-            f"{root}: already holds Dataset_Part1/Dataset_Part2 not written by write_sice "
-            "(no README.txt from it); refusing to overwrite — choose an empty folder"
-        )
-    for p in parts:
-        if p.exists():
-            shutil.rmtree(p)
 
 
 def write_sice(
@@ -111,7 +96,7 @@ def write_sice(
     if len(size) != 2 or min(size) < 8:
         raise ValueError(f"size must be (width, height) with both ≥ 8, got {size!r}")
     size = (int(size[0]), int(size[1]))
-    _prepare_root(root)
+    prepare_output_root(root, ["Dataset_Part1", "Dataset_Part2"], _MARKER, "write_sice")
 
     rng = np.random.default_rng(seed)
     photos = bundled_photos()

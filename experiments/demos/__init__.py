@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 #: Demo parts in the order they run (module names under ``experiments.demos``).
-PARTS: tuple[str, ...] = ("zero_dce", "deepfuse", "refusion", "dped")
+PARTS: tuple[str, ...] = ("zero_dce", "deepfuse", "refusion", "dped", "sweep")
 
 
 @dataclass

@@ -1,0 +1,208 @@
+"""The DPED LightningModule through the `darkroom` command: every config in experiments/dped runs a step, the VGG
+error names where the weights go, manual optimisation updates G and D, the VGG stays out of checkpoints,
+results.json, the official metrics (MS-SSIM against a port of the official ssim.py), the released generator on an
+odd-sized image, and a 2-process DDP fit on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from lightning.pytorch import Trainer
+
+from datamodules.dped import DPEDDataModule
+from datamodules.image_io import read_image, write_uint8
+from experiments.cli import cli_main
+from lightning_modules.dped import DPED, ms_ssim_dped, psnr_dped
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "experiments" / "dped"
+FULL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "results.yaml")
+PHONES = ("iphone", "sony", "blackberry")
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The DPED layout for the three phones: 4 training and 2 test pairs (phone = darker, noisy Canon) and one
+    odd-sized full-size photo each."""
+    root = tmp_path_factory.mktemp("dped")
+    rng = np.random.default_rng(0)
+    for phone in PHONES:
+        for split, n in (("training_data", 4), ("test_data/patches", 2)):
+            for i in range(n):
+                canon = rng.integers(40, 220, (1, 1, 3)) + rng.normal(0, 25, (100, 100, 3)).cumsum(1) / 8
+                noisy = canon * 0.8 + rng.normal(0, 6, canon.shape)
+                write_uint8(root / phone / split / "canon" / f"{i}.jpg", np.clip(canon, 0, 255).astype(np.uint8))
+                write_uint8(root / phone / split / phone / f"{i}.jpg", np.clip(noisy, 0, 255).astype(np.uint8))
+        write_uint8(root / phone / "test_data" / "full_size_test_images" / "photo.jpg",
+                    rng.integers(0, 255, (37, 53, 3)).astype(np.uint8))
+    return root
+
+
+def _data_args(root: Path) -> list[str]:
+    """Tiny data, and a narrow generator (8 channels) so that a step takes a fraction of a second on a CPU."""
+    return ["--data.init_args.root", str(root), "--data.init_args.batch_size", "2", "--data.init_args.num_workers",
+            "0", "--data.init_args.val_max_patches", "2", "--model.init_args.channels", "8"]
+
+
+def _fast(tmp: Path, steps: int = 1) -> list[str]:
+    return ["--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches",
+            "1", "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
+            "--trainer.val_check_interval", "1", "--trainer.check_val_every_n_epoch", "null",
+            "--run.root", str(tmp / "runs"), "--run.wandb", "false"]
+
+
+def test_sweep_and_results_yaml() -> None:
+    sweep = yaml.safe_load((CONFIGS / "sweeps" / "loss_ablation.yaml").read_text())
+    assert sweep["command"][:5] == ["${env}", "darkroom", "fit", "-c", "experiments/dped/iphone.yaml"]
+    values = [json.loads(v) for v in sweep["parameters"]["model.init_args.loss_weights"]["values"]]
+    assert values == [{}, {"content": 0.0}, {"color": 0.0}, {"texture": 0.0}, {"tv": 0.0}]
+    results = yaml.safe_load((CONFIGS / "results.yaml").read_text())
+    paper_rows = results["tables"][0]["rows"]
+    assert all(r["psnr"] is None and r["ssim"] is None for r in paper_rows)  # the paper was not retrieved
+
+
+@pytest.mark.parametrize("config", FULL_CONFIGS, ids=lambda p: p.name)
+def test_every_config_runs_a_step(config: Path, tiny_root: Path, tmp_path: Path) -> None:
+    extra = []
+    if config.stem == "iphone":  # content term on, with a random-init VGG-19 (no weights on this machine)
+        extra = ["--model.init_args.vgg_pretrained", "false"]
+    elif config.stem in PHONES:
+        extra = ["--model.init_args.loss_weights.content", "0"]
+    cli = cli_main(["fit", "-c", str(config), *_data_args(tiny_root), *_fast(tmp_path), "--run.name", "step",
+                    *extra])
+    assert cli.trainer.global_step == 1  # one iteration = one G and one D update
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"]) and "val/psnr" in metrics and "train/loss_d" in metrics
+    if config.stem == "iphone":
+        assert "train/loss_content" in metrics
+        ckpt = torch.load(tmp_path / "runs" / "dped" / "step" / "checkpoints" / "last.ckpt", map_location="cpu",
+                          weights_only=False)
+        assert not [k for k in ckpt["state_dict"] if ".vgg." in k]  # the frozen VGG-19 stays out
+        assert len(ckpt["optimizer_states"]) == 2
+        model = DPED(channels=8, vgg_pretrained=False)
+        model.load_state_dict(ckpt["state_dict"])  # strict: nothing else missing
+
+
+def test_sweep_value_switches_a_term_off(tiny_root: Path, tmp_path: Path) -> None:
+    cli = cli_main(["fit", "-c", str(CONFIGS / "iphone.yaml"), *_data_args(tiny_root), *_fast(tmp_path),
+                    '--model.init_args.loss_weights={"content": 0.0}', "--run.name", "sweep"])
+    assert cli.model.weights == {"content": 0.0, "color": 0.5, "texture": 1.0, "tv": 2000.0}
+    assert "train/loss_content" not in cli.trainer.callback_metrics
+
+
+def test_content_on_without_vgg_names_where_to_put_it(tiny_root: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DARKROOM_VGG19", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    expected = str(tmp_path / "torch_home" / "hub" / "checkpoints" / "imagenet-vgg-verydeep-19.mat")
+    with pytest.raises(FileNotFoundError, match="VGG-19 weights not found") as err:
+        cli_main(["fit", "-c", str(CONFIGS / "iphone.yaml"), *_data_args(tiny_root), *_fast(tmp_path)])
+    assert expected in str(err.value) and "DARKROOM_VGG19" in str(err.value)
+
+
+def test_manual_step_updates_generator_and_discriminator(tiny_root: Path) -> None:
+    torch.manual_seed(0)
+    model = DPED(channels=8, loss_weights={"content": 0.0}, log_images=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    dm = DPEDDataModule(root=str(tiny_root), batch_size=2, num_workers=0, val_max_patches=0)
+    trainer = Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, accelerator="cpu")
+    trainer.fit(model, dm)
+    assert trainer.global_step == 1
+    changed = {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {"generator", "discriminator"}
+    assert all(p.requires_grad for p in model.parameters())  # toggling restored
+    assert model.trainer.callback_metrics["train/loss_texture"] < 0  # Σ log p(enhanced) (DPED #8)
+
+
+def test_test_writes_results_json(tiny_root: Path, tmp_path: Path) -> None:
+    config = str(CONFIGS / "demo.yaml")
+    cli_main(["fit", "-c", config, *_data_args(tiny_root), *_fast(tmp_path), "--run.name", "r"])
+    last = tmp_path / "runs" / "dped" / "r" / "checkpoints" / "last.ckpt"
+    test = cli_main(["test", "-c", config, *_data_args(tiny_root), *_fast(tmp_path), "--ckpt_path", str(last)])
+    results = json.loads(Path(test.results_writer.path).read_text())
+    assert {"psnr", "ms_ssim", "psnr_batch", "input_psnr", "input_ms_ssim"} <= set(results["metrics"])
+    assert results["paper"] == "dped" and results["dataset_root"]["root"] == str(tiny_root)
+    out = tmp_path / "enhanced"
+    cli_main(["predict", "-c", config, *_data_args(tiny_root), "--ckpt_path", str(last), "--run.output_dir",
+              str(out), "--run.root", str(tmp_path / "runs"), "--run.wandb", "false",
+              "--trainer.enable_progress_bar", "false"])
+    assert read_image(out / "photo.png").shape == (37, 53, 3)  # full-size image at native resolution
+
+
+def _ms_ssim_google(img1: np.ndarray, img2: np.ndarray) -> float:
+    """Port of the official DPED ``ssim.MultiScaleSSIM`` (Google's NumPy code), N×H×W×C on [0, 255]."""
+    from scipy import signal
+    from scipy.ndimage import convolve
+
+    def one_scale(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+        size = min(11, a.shape[1], a.shape[2])
+        sigma = size * 1.5 / 11
+        r = size // 2
+        off, stop = (0.5, r) if size % 2 == 0 else (0.0, r + 1)
+        x, y = np.mgrid[off - r:stop, off - r:stop]
+        g = np.exp(-((x**2 + y**2) / (2.0 * sigma**2)))
+        w = (g / g.sum()).reshape(1, size, size, 1)
+        mu1, mu2 = signal.fftconvolve(a, w, mode="valid"), signal.fftconvolve(b, w, mode="valid")
+        s11 = signal.fftconvolve(a * a, w, mode="valid") - mu1 * mu1
+        s22 = signal.fftconvolve(b * b, w, mode="valid") - mu2 * mu2
+        s12 = signal.fftconvolve(a * b, w, mode="valid") - mu1 * mu2
+        c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+        v1, v2 = 2.0 * s12 + c2, s11 + s22 + c2
+        return float(np.mean(((2.0 * mu1 * mu2 + c1) * v1) / ((mu1 * mu1 + mu2 * mu2 + c1) * v2))), float(
+            np.mean(v1 / v2))
+
+    weights = np.array([0.0448, 0.2856, 0.3001, 0.2363, 0.1333])
+    mssim, mcs = [], []
+    for _ in range(5):
+        s, c = one_scale(img1, img2)
+        mssim.append(s)
+        mcs.append(c)
+        img1, img2 = (convolve(im, np.ones((1, 2, 2, 1)) / 4.0, mode="reflect")[:, ::2, ::2, :] for im in (img1, img2))
+    return float(np.prod(np.array(mcs[:4]) ** weights[:4]) * mssim[4] ** weights[4])
+
+
+@pytest.mark.parametrize("size", [(100, 100), (37, 53)])
+def test_metrics_match_the_official_formulas(size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    target = rng.random((1, *size, 3))
+    preds = np.clip(target + 0.1 * rng.standard_normal(target.shape), -0.08, 1.08)  # unclipped range of G
+    ours = ms_ssim_dped(torch.from_numpy(preds).permute(0, 3, 1, 2), torch.from_numpy(target).permute(0, 3, 1, 2))
+    assert ours.item() == pytest.approx(_ms_ssim_google(preds * 255, target * 255), abs=1e-9)
+    mse = np.mean((preds - target) ** 2)
+    psnr = psnr_dped(torch.from_numpy(preds).permute(0, 3, 1, 2), torch.from_numpy(target).permute(0, 3, 1, 2))
+    assert psnr.item() == pytest.approx(20 * np.log10(1 / np.sqrt(mse)), abs=1e-4)
+
+
+def test_from_official_on_an_odd_sized_image(shared) -> None:
+    prefix = shared("weights/dped/iphone_orig.index").with_suffix("")
+    ref_dir = shared("reference/dped_official")
+    model = DPED.from_official(prefix).eval()
+    crop = read_image(ref_dir / "A_venice_normal_r40_c170_100x100_input.png")
+    expected = np.load(ref_dir / "A_venice_normal_r40_c170_100x100_output.npz")["output"]
+    with torch.no_grad():
+        out = model(torch.from_numpy(crop).permute(2, 0, 1)[None])
+        odd = model(torch.from_numpy(crop[:37, :53]).permute(2, 0, 1)[None].contiguous())
+    assert np.abs(out[0].permute(1, 2, 0).numpy() - expected).max() < 1e-5
+    assert odd.shape == (1, 3, 37, 53) and odd.min() > -0.08 and odd.max() < 1.08
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(tiny_root: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "experiments.cli", "fit", "-c", str(CONFIGS / "demo.yaml"), *_data_args(tiny_root),
+           *_fast(tmp_path, steps=2), "--run.name", "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+           "--trainer.strategy", "ddp"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "runs" / "dped" / "ddp" / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=False)
+    assert ckpt["global_step"] == 2
