@@ -191,7 +191,7 @@ def render(table: dict, rows: list[FilledRow], fmt: str = "markdown") -> str:
 
 def render_all(paper: str, runs: list[dict], fmt: str = "markdown", only: str | None = None) -> str:
     spec = load_paper_results(paper)
-    tables = [t for t in spec["tables"] if only is None or t["name"] == only]
+    tables = [t for t in spec["tables"] if (only is None or t["name"] == only) and t.get("metrics") and t.get("rows")]
     if not tables:
         raise SystemExit(f"darkroom table: {paper} has no table {only!r} "
                          f"(tables: {', '.join(t['name'] for t in spec['tables'])})")

@@ -32,6 +32,7 @@ __all__ = [
     "content_loss",
     "discriminator_loss",
     "gauss_kernel_official",
+    "gauss_kernel_official_1d",
     "texture_loss",
     "tv_loss",
 ]
@@ -57,13 +58,28 @@ def _check_images(*xs: Tensor) -> None:
         raise ValueError(f"shapes differ: {tuple(xs[0].shape)} vs {tuple(xs[1].shape)}")
 
 
+def gauss_kernel_official_1d(kernlen: int = 21, nsig: float = 3.0) -> Tensor:
+    """The 1-D factor ``g`` of :func:`gauss_kernel_official`: ``gauss_kernel_official() == outer(g, g)`` (float32).
+
+    ``sqrt(outer(k1, k1)) = outer(sqrt(k1), sqrt(k1))`` and its sum is ``(Σ sqrt(k1))²``, so the official 2-D
+    kernel is exactly separable with ``g = sqrt(k1) / Σ sqrt(k1)`` (k1 = the 1-D CDF differences). Two 1-D passes
+    (2·kernlen multiplies per pixel instead of kernlen²) give the same blur.
+    """
+    interval = (2 * nsig + 1.0) / kernlen
+    edges = torch.linspace(-nsig - interval / 2.0, nsig + interval / 2.0, kernlen + 1, dtype=torch.float64)
+    cdf = 0.5 * (1.0 + torch.erf(edges / math.sqrt(2.0)))
+    g = torch.sqrt(cdf[1:] - cdf[:-1])
+    return (g / g.sum()).float()
+
+
 def gauss_kernel_official(kernlen: int = 21, nsig: float = 3.0) -> Tensor:
     """The official ``utils.gauss_kernel(21, 3)`` blur kernel, reproduced literally (float32, kernlen×kernlen).
 
     ``interval = (2·nsig + 1)/kernlen``; edges = ``kernlen + 1`` points from ``−nsig − interval/2`` to
     ``nsig + interval/2``; 1-D weights = differences of the standard normal CDF at the edges; 2-D kernel =
     **sqrt** of their outer product, normalised to sum 1. The sqrt makes it a Gaussian of effective σ ≈ 4.34 px
-    (not 3): kornia/torchvision ``gaussian_blur(21, σ=3)`` is a different kernel.
+    (not 3): kornia/torchvision ``gaussian_blur(21, σ=3)`` is a different kernel. It is separable
+    (:func:`gauss_kernel_official_1d`); the losses blur with the 1-D factor.
     """
     interval = (2 * nsig + 1.0) / kernlen
     edges = torch.linspace(-nsig - interval / 2.0, nsig + interval / 2.0, kernlen + 1, dtype=torch.float64)
@@ -74,9 +90,18 @@ def gauss_kernel_official(kernlen: int = 21, nsig: float = 3.0) -> Tensor:
 
 
 def _blur(x: Tensor, kernel: Tensor) -> Tensor:
-    """``utils.blur``: depthwise conv with the same kernel per channel, TF 'SAME' zero padding."""
+    """``utils.blur``: depthwise conv with the same kernel per channel, TF 'SAME' zero padding.
+
+    ``kernel``: a k×k kernel (one 2-D pass), or a length-k vector ``g`` for the separable kernel ``outer(g, g)``
+    (a horizontal then a vertical pass, each zero-padded: with zero padding this equals the 2-D pass exactly).
+    """
     c = x.shape[1]
-    k = kernel.to(x).expand(c, 1, *kernel.shape[-2:])
+    k = kernel.to(x)
+    if k.ndim == 1:
+        r = k.numel() // 2
+        x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, k.numel()), padding=(0, r), groups=c)
+        return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, k.numel(), 1), padding=(r, 0), groups=c)
+    k = k.expand(c, 1, *k.shape[-2:])
     return F.conv2d(x, k, padding=(kernel.shape[-2] // 2, kernel.shape[-1] // 2), groups=c)
 
 
@@ -85,18 +110,21 @@ def color_loss(enhanced: Tensor, target: Tensor, kernel: Tensor | None = None) -
 
     Args:
         enhanced, target: N×C×H×W in [0, 1].
-        kernel: k×k blur kernel (default :func:`gauss_kernel_official` (21, 3)).
+        kernel: k×k blur kernel, or a length-k vector ``g`` for the separable kernel ``outer(g, g)`` (default
+            :func:`gauss_kernel_official_1d` (21, 3), i.e. the official 2-D kernel applied in two 1-D passes).
 
     Returns:
         scalar ≥ 0 (float32).
+
+    The blur is linear, so ``blur(D) − blur(E)`` is computed as ``blur(D − E)`` (one blur instead of two).
 
     SOURCE: ``train_model.py``: ``loss_color = reduce_sum(pow(dslr_blur − enhanced_blur, 2)) / (2·batch_size)``.
     """
     _check_images(enhanced, target)
     with torch.autocast(enhanced.device.type, enabled=False):
         e, d = _fp32(enhanced, target)
-        kernel = gauss_kernel_official() if kernel is None else kernel
-        diff = _blur(d, kernel.float()) - _blur(e, kernel.float())
+        kernel = gauss_kernel_official_1d() if kernel is None else kernel
+        diff = _blur(d - e, kernel.float())
         return diff.pow(2).sum() / (2 * e.shape[0])
 
 
@@ -183,11 +211,12 @@ class _Weighted(nn.Module):
 
 
 class ColorLoss(_Weighted):
-    """``loss_weight · color_loss(E, D)``; the official 21×21 kernel is a (non-persistent) buffer."""
+    """``loss_weight · color_loss(E, D)``; the official 21×21 kernel, as its separable 1-D factor
+    (:func:`gauss_kernel_official_1d`), is a (non-persistent) buffer."""
 
     def __init__(self, loss_weight: float = 1.0, kernlen: int = 21, nsig: float = 3.0) -> None:
         super().__init__(loss_weight)
-        self.register_buffer("kernel", gauss_kernel_official(kernlen, nsig), persistent=False)
+        self.register_buffer("kernel", gauss_kernel_official_1d(kernlen, nsig), persistent=False)
 
     def forward(self, enhanced: Tensor, target: Tensor) -> Tensor:
         return self.loss_weight * color_loss(enhanced, target, self.kernel)
@@ -261,7 +290,7 @@ class DPEDGeneratorLoss(nn.Module):
         if unknown:
             raise ValueError(f"unknown DPED loss term(s) {sorted(unknown)}; expected {self.TERMS}")
         self.weights: dict[str, float] = {**presets[preset], **dict(weights or {})}
-        self.register_buffer("kernel", gauss_kernel_official(), persistent=False)
+        self.register_buffer("kernel", gauss_kernel_official_1d(), persistent=False)  # separable 21×21
         if self.weights["content"] != 0 and vgg is None:
             vgg = VGG19Features("relu5_4", weights=vgg_weights)
         self.vgg = vgg if self.weights["content"] != 0 else None

@@ -28,6 +28,7 @@ from losses.dped import (
     content_loss,
     discriminator_loss,
     gauss_kernel_official,
+    gauss_kernel_official_1d,
     texture_loss,
     tv_loss,
 )
@@ -211,6 +212,19 @@ def test_official_gauss_kernel():
     g = torch.exp(-(pos**2) / (2 * 3.0**2))
     g2 = torch.outer(g, g) / torch.outer(g, g).sum()
     assert (k.double() - g2).abs().max() > 1e-3  # not a σ = 3 Gaussian
+
+
+def test_separable_blur_equals_the_official_2d_kernel():
+    g = gauss_kernel_official_1d(21, 3)
+    assert g.shape == (21,) and abs(g.sum().item() - 1) < 1e-6
+    assert (torch.outer(g.double(), g.double()) - gauss_kernel_official(21, 3).double()).abs().max() < 1e-9
+    torch.manual_seed(0)
+    e, d = torch.rand(3, 3, 100, 100), torch.rand(3, 3, 100, 100)
+    two_d = color_loss(e, d, gauss_kernel_official())  # one 21×21 pass on each image
+    separable = color_loss(e, d)  # default: two 1-D passes on D − E
+    assert abs(separable.item() - two_d.item()) <= 1e-6 * two_d.item()
+    assert ColorLoss().kernel.shape == (21,)
+    assert DPEDGeneratorLoss(weights={"content": 0}).kernel.shape == (21,)
 
 
 def test_color_loss_by_hand():

@@ -1,7 +1,11 @@
 """Small synthetic fusion datasets in the layouts :class:`datamodules.fusion_pairs.FusionPairDataModule` reads.
 
 * :func:`write_multi_focus`: ``root/{train,test}/{near,far,reference}/<scene>.png``. A crop of a bundled photograph
-  (:mod:`datamodules.synthetic.photos`) is the all-in-focus ``reference``; a smooth random depth-like mask M ∈ [0, 1]
+  (:mod:`datamodules.synthetic.photos`), auto-levelled to the full 8-bit luma range (:func:`full_range`), is the
+  all-in-focus ``reference``. (Without the auto-levels many crops span a third of the range or less — a dark rocket,
+  a patch of sky — unlike the well-exposed photographs of real multi-focus sets such as Lytro; ReFusion's official
+  min–max normalisation of the fused image then stretches their contrast 1.5–4×: on such crops it lowers even the
+  reference's Qabf from 0.80 to 0.50, below the pixel mean's 0.66.) a smooth random depth-like mask M ∈ [0, 1]
   (Gaussian-filtered noise through a steep logistic, so focus changes over a few pixels along smooth boundaries, as
   at depth discontinuities) splits it into a near region (M → 1) and a far region (M → 0). ``near`` =
   M·I + (1 − M)·blur(I), ``far`` = (1 − M)·I + M·blur(I), blur = Gaussian defocus with σ = ``blur_sigma``. (Real
@@ -29,7 +33,7 @@ from datamodules.synthetic.output_root import prepare_output_root
 from datamodules.synthetic.photos import bundled_photos
 from datamodules.synthetic.sice import TRAIN_FRACTION, _crop_scene
 
-__all__ = ["depth_mask", "write_exposure_pairs", "write_ir_visible", "write_multi_focus"]
+__all__ = ["depth_mask", "full_range", "write_exposure_pairs", "write_ir_visible", "write_multi_focus"]
 
 _MARKER = "Synthetic fusion pairs written by darkroom (datamodules.synthetic.fusion_pairs)."
 
@@ -70,6 +74,21 @@ def depth_mask(size: tuple[int, int], rng: np.random.Generator, smoothness: floa
     return 1.0 / (1.0 + np.exp(-sharpness * z))
 
 
+def full_range(img: np.ndarray, clip_percent: float = 0.5) -> np.ndarray:
+    """Auto-levels: one linear map of all channels so that the BT.601 luma spans the full 8-bit range.
+
+    The ``clip_percent`` darkest and brightest luma percentiles are clipped (as a photograph's shadows and highlights
+    are); RGB is clipped to [0, 255]. H×W×3 in (any range) → H×W×3 float64 in [0, 255]. A flat image is returned
+    unchanged.
+    """
+    x = img.astype(np.float64)
+    y = x @ np.array([0.299, 0.587, 0.114])
+    lo, hi = np.percentile(y, [clip_percent, 100.0 - clip_percent])
+    if hi - lo < 1.0:
+        return x
+    return np.clip((x - lo) * (255.0 / (hi - lo)), 0.0, 255.0)
+
+
 def write_multi_focus(root: str | Path, n_train: int = 16, n_test: int = 4, size: tuple[int, int] = (96, 96),
                       seed: int = 0, blur_sigma: float = 2.5) -> Path:
     """Write near/far-focus pairs with their all-in-focus ``reference`` (module docstring); return ``root``."""
@@ -80,7 +99,7 @@ def write_multi_focus(root: str | Path, n_train: int = 16, n_test: int = 4, size
     rng = np.random.default_rng(seed)
     for split, n, test in (("train", n_train, False), ("test", n_test, True)):
         for name, img in _scenes(n, test, size, rng):
-            sharp = img.astype(np.float64)
+            sharp = full_range(img)  # a well-exposed photograph (see the module docstring)
             blurred = cv2.GaussianBlur(sharp, (0, 0), sigmaX=blur_sigma, borderType=cv2.BORDER_REFLECT)
             m = depth_mask(size, rng)[..., None]
             near = m * sharp + (1 - m) * blurred
