@@ -226,3 +226,14 @@ def test_sweep_yaml_files_are_wandb_syntax():
         assert cfg["method"] in ("grid", "random", "bayes")
         assert "${args}" in cfg["command"]
         assert "--run.test_after_fit=true" in cfg["command"], f"{path}: sweep runs must test their best checkpoint"
+
+
+@pytest.mark.parametrize("paper", sorted(p.parent.name for p in REPO.glob("experiments/*/results.yaml")))
+def test_every_paper_table_renders_without_runs(paper, tmp_path):
+    for fmt in ("markdown", "csv", "latex"):
+        text = table.render_all(paper, [], fmt)
+        assert text.strip()
+    spec = table.load_paper_results(paper)
+    for t in spec["tables"]:
+        for row in t.get("rows", []):
+            assert "method" in row, f"{paper}/{t['name']}: a row without a method"
