@@ -13,7 +13,7 @@ weights; see ``../shared/papers/dped.md`` §2:
   :class:`DPEDGenerator`, read with the TensorFlow-free :mod:`lightning_modules.tf_checkpoint`.
 * :class:`DPED` — the LightningModule: GAN training with manual optimisation (one generator and one
   discriminator update per iteration, official losses of :mod:`losses.dped`), evaluation with the official
-  script's PSNR and MS-SSIM (:func:`psnr_dped`, :func:`ms_ssim_dped`) on 100×100 test patches, full-size predict.
+  script's PSNR and MS-SSIM (:mod:`metrics.dped`) on 100×100 test patches, full-size predict.
 """
 
 from __future__ import annotations
@@ -28,26 +28,21 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
-from torchmetrics import Metric, MetricCollection
+from torchmetrics import MetricCollection
 
 from lightning_modules.image_grid import log_grid
 from lightning_modules.tf_checkpoint import checkpoint_files, load_tf_checkpoint
 from losses.dped import ALTERNATIVE_WEIGHTS, OFFICIAL_WEIGHTS, DPEDGeneratorLoss, discriminator_loss
 from losses.vgg import VGG19Features
-from metrics.full_reference import PerImageMean
+from metrics.dped import DPEDMSSSIM, DPEDPSNR, DPEDBatchPSNR
 
 __all__ = [
     "DPED",
-    "DPEDBatchPSNR",
     "DPEDDiscriminator",
     "DPEDLossWeights",
-    "DPEDMSSSIM",
-    "DPEDPSNR",
     "DPEDGenerator",
     "OFFICIAL_DPED_SOURCE",
     "load_official_dped",
-    "ms_ssim_dped",
-    "psnr_dped",
     "rgb_to_grayscale_tf",
     "tf_same_pad",
 ]
@@ -100,6 +95,9 @@ class DPEDGenerator(nn.Module):
         n_blocks: residual blocks (official 4 → 12 conv layers).
         channels: feature channels (official 64).
         eps: instance-norm ε (official 1e-3, biased variance).
+        init: ``"official"`` (truncated normal σ 0.01, biases 0.01) or ``"pytorch"`` (PyTorch's default
+            Kaiming-uniform conv init: the output depends on the input from the first step, so short CPU runs
+            learn much faster; a demo deviation).
 
     Shapes:
         input N×3×H×W RGB in [0, 1] (any H, W); output N×3×H×W in (−0.08, 1.08), unclipped.
@@ -108,14 +106,18 @@ class DPEDGenerator(nn.Module):
     TF 'SAME' padding, which for odd kernels is exactly zero padding k//2.
     """
 
-    def __init__(self, n_blocks: int = 4, channels: int = 64, eps: float = 1e-3) -> None:
+    def __init__(self, n_blocks: int = 4, channels: int = 64, eps: float = 1e-3,
+                 init: Literal["official", "pytorch"] = "official") -> None:
         super().__init__()
         self.conv_in = nn.Conv2d(3, channels, 9, padding=4)
         self.blocks = nn.ModuleList(_ResidualBlock(channels, eps) for _ in range(n_blocks))
         self.conv_mid1 = nn.Conv2d(channels, channels, 3, padding=1)
         self.conv_mid2 = nn.Conv2d(channels, channels, 3, padding=1)
         self.conv_out = nn.Conv2d(channels, 3, 9, padding=4)
-        _init_official(self)
+        if init == "official":
+            _init_official(self)
+        elif init != "pytorch":
+            raise ValueError(f"init must be 'official' or 'pytorch', got {init!r}")
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
@@ -165,6 +167,8 @@ class DPEDDiscriminator(nn.Module):
         grayscale: official True — RGB input is converted with TF's ``rgb_to_grayscale`` weights
             (N×1 input is taken as already grey); False gives a 3-channel first conv (variant).
         eps: instance-norm ε (official 1e-3).
+        width: multiplier of every layer's width (conv 48/128/192/192/128, fc 1024; official 1.0). Smaller values
+            are for CPU demos and tests only.
 
     Shapes:
         input N×3×S×S (or N×1×S×S when ``grayscale``), S = ``in_size``, values in [0, 1];
@@ -174,22 +178,26 @@ class DPEDDiscriminator(nn.Module):
     conv1 at 100 px: 3 top/left, 4 bottom/right), and the conv5 map is flattened in TF's H, W, C order.
     """
 
-    def __init__(self, in_size: int = 100, grayscale: bool = True, eps: float = 1e-3) -> None:
+    def __init__(self, in_size: int = 100, grayscale: bool = True, eps: float = 1e-3, width: float = 1.0) -> None:
         super().__init__()
         self.in_size, self.grayscale = in_size, grayscale
+
+        def w(n: int) -> int:
+            return max(1, round(n * width))
+
         spec = [  # (c_in, c_out, kernel, stride, instance norm)
-            (1 if grayscale else 3, 48, 11, 4, False),
-            (48, 128, 5, 2, True),
-            (128, 192, 3, 1, True),
-            (192, 192, 3, 1, True),
-            (192, 128, 3, 2, True),
+            (1 if grayscale else 3, w(48), 11, 4, False),
+            (w(48), w(128), 5, 2, True),
+            (w(128), w(192), 3, 1, True),
+            (w(192), w(192), 3, 1, True),
+            (w(192), w(128), 3, 2, True),
         ]
         self.convs = nn.Sequential(*(_DiscConv(*s, eps=eps) for s in spec))
         side = in_size
         for _, _, _, stride, _ in spec:
             side = math.ceil(side / stride)
-        self.fc = nn.Linear(128 * side * side, 1024)
-        self.out = nn.Linear(1024, 2)
+        self.fc = nn.Linear(w(128) * side * side, w(1024))
+        self.out = nn.Linear(w(1024), 2)
         _init_official(self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -263,137 +271,7 @@ def load_official_dped(prefix: str | Path) -> DPEDGenerator:
 
 # ---- LightningModule ----
 #
-# Evaluation as the official ``train_model.py`` (digest ``dped.md`` §7–8, ``metrics.md`` §2). The official script
-# scores the **unclipped** generator output (range (−0.08, 1.08)) against the DSLR patches on [0, 1]:
-#
-# * PSNR = 20·log10(1/√MSE); official: MSE pooled over each test batch, averaged over batches (``psnr_batch``);
-#   we report per-image PSNR averaged over patches as the main figure (``psnr``).
-# * MS-SSIM = Google's NumPy ``MultiScaleSSIM`` (file ``ssim.py``): 5 scales, weights 0.0448 … 0.1333, Gaussian
-#   window 11, σ 1.5, **shrunk to min(11, H, W) with σ scaled by the same ratio** at small scales (100 → 50 → 25 →
-#   13 → 7 px), 'valid' windows, K1 0.01, K2 0.03, 2×2 box downsampling with 'reflect' borders. torchmetrics'
-#   ``MultiScaleStructuralSimilarityIndexMeasure`` cannot be used: with 5 scales and kernel 11 it refuses images
-#   smaller than 176 px (it pads instead of shrinking the window), so it rejects DPED's 100×100 patches.
-
-_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-
-
-def _gauss_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``ssim._FSpecialGauss``: size×size Gaussian on the grid −r..r (half-integer offsets for even sizes)."""
-    radius = size // 2
-    if size % 2 == 0:
-        coords = torch.arange(-radius, radius, dtype=dtype, device=device) + 0.5
-    else:
-        coords = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
-    g = torch.exp(-(coords[:, None] ** 2 + coords[None, :] ** 2) / (2.0 * sigma**2))
-    return g / g.sum()
-
-
-def _ssim_cs_google(x: Tensor, y: Tensor, filter_size: int = 11, filter_sigma: float = 1.5,
-                    k1: float = 0.01, k2: float = 0.03, max_val: float = 1.0) -> tuple[Tensor, Tensor]:
-    """``ssim._SSIMForMultiScale`` per image: (SSIM, contrast-structure), each N, means over C and the valid map."""
-    n, c, h, w = x.shape
-    size = min(filter_size, h, w)
-    sigma = size * filter_sigma / filter_size
-    win = _gauss_window(size, sigma, x.dtype, x.device).expand(c, 1, size, size)
-
-    def filt(t: Tensor) -> Tensor:
-        return F.conv2d(t, win, groups=c)  # 'valid'
-
-    mu1, mu2 = filt(x), filt(y)
-    s11 = filt(x * x) - mu1 * mu1
-    s22 = filt(y * y) - mu2 * mu2
-    s12 = filt(x * y) - mu1 * mu2
-    c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
-    v1, v2 = 2.0 * s12 + c2, s11 + s22 + c2
-    ssim = ((2.0 * mu1 * mu2 + c1) * v1) / ((mu1 * mu1 + mu2 * mu2 + c1) * v2)
-    return ssim.flatten(1).mean(1), (v1 / v2).flatten(1).mean(1)
-
-
-def ms_ssim_dped(preds: Tensor, target: Tensor) -> Tensor:
-    """MS-SSIM of each image as the official DPED ``ssim.MultiScaleSSIM``, N×C×H×W (values on [0, 1]) → N.
-
-    Computed in float64 (as the NumPy original) on unclipped inputs (the scale L = 1 on [0, 1] equals the
-    official L = 255 on ×255 inputs). Differences from the official call: statistics are averaged per image
-    (the official call averages over its whole batch before the product over scales), and a negative
-    contrast-structure value is clamped to 0 before the fractional power (NaN in the official code).
-    """
-    x, y = preds.double(), target.double()
-    weights = torch.tensor(_MS_SSIM_WEIGHTS, dtype=x.dtype, device=x.device)
-    values = []
-    for level in range(len(_MS_SSIM_WEIGHTS)):
-        ssim, cs = _ssim_cs_google(x, y)
-        values.append(cs if level < len(_MS_SSIM_WEIGHTS) - 1 else ssim)
-        if level < len(_MS_SSIM_WEIGHTS) - 1:
-            # scipy.ndimage.convolve(·, ones(2, 2)/4, mode='reflect') then [::2, ::2]: mean of pixels (2i, 2i+1),
-            # the last pixel repeated at an odd border.
-            pad = (0, x.shape[-1] % 2, 0, x.shape[-2] % 2)
-            x = F.avg_pool2d(F.pad(x, pad, mode="replicate"), 2)
-            y = F.avg_pool2d(F.pad(y, pad, mode="replicate"), 2)
-    stacked = torch.stack(values, dim=1).clamp_min(0)
-    return (stacked**weights).prod(dim=1).to(preds.dtype if preds.is_floating_point() else torch.float32)
-
-
-def psnr_dped(preds: Tensor, target: Tensor) -> Tensor:
-    """PSNR of each image as the official script's formula, ``20·log10(1/√MSE)`` on [0, 1], unclipped: N×C×H×W → N."""
-    mse = (preds.float() - target.float()).pow(2).flatten(1).mean(1)
-    return 10.0 * torch.log10(1.0 / mse)
-
-
-class UnclippedPerImageMean(PerImageMean):
-    """:class:`metrics.full_reference.PerImageMean` without clamping to [0, 1] (the official DPED evaluation
-    scores the raw (−0.08, 1.08) output)."""
-
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        if preds.shape != target.shape or preds.ndim != 4:
-            raise ValueError(f"expected preds and target of equal shape N×C×H×W, got {tuple(preds.shape)} "
-                             f"and {tuple(target.shape)}")
-        scores = self.fn(preds.float(), target.float())
-        self.total += scores.double().sum()
-        self.count += scores.numel()
-
-
-class DPEDPSNR(UnclippedPerImageMean):
-    """Per-image PSNR (dB, [0, 1], unclipped output), averaged over patches."""
-
-    higher_is_better = True
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(psnr_dped, **kwargs)
-
-
-class DPEDMSSSIM(UnclippedPerImageMean):
-    """Per-image MS-SSIM as the official DPED ``ssim.py`` (:func:`ms_ssim_dped`), averaged over patches."""
-
-    higher_is_better = True
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(ms_ssim_dped, **kwargs)
-
-
-class DPEDBatchPSNR(Metric):
-    """The official training-script PSNR: per batch, MSE pooled over the batch, then the mean over batches.
-
-    Depends on the evaluation batch size (official: the training batch, 50; the official script also drops the
-    last incomplete batch, which we keep). Under DDP each process's batch counts as one batch.
-    """
-
-    higher_is_better = True
-    full_state_update = False
-    total: Tensor
-    count: Tensor
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        mse = (preds.float() - target.float()).pow(2).mean()
-        self.total += (10.0 * torch.log10(1.0 / mse)).double()
-        self.count += 1
-
-    def compute(self) -> Tensor:
-        return (self.total / self.count.clamp_min(1)).float()
+# Evaluation: the official script's PSNR and MS-SSIM (:mod:`metrics.dped`) on the unclipped output.
 
 
 @dataclass
@@ -432,16 +310,21 @@ class DPED(LightningModule):
 
     Args:
         n_blocks, channels, eps: generator (:class:`DPEDGenerator`; official 4 / 64 / 1e-3).
+        generator_init: ``"official"`` or ``"pytorch"`` (:class:`DPEDGenerator`; the latter for short CPU demos).
         patch_size: discriminator input side (official 100; its fc layer is sized for it).
         disc_grayscale: discriminator on TF-grayscale input (official True).
+        disc_width: discriminator width multiplier (official 1.0; :class:`DPEDDiscriminator`); < 1 for CPU demos
+            and tests only.
         loss_preset: ``"official"`` or ``"alternative"`` weight set (:mod:`losses.dped`).
         loss_weights: :class:`DPEDLossWeights` overriding the preset per term (0 = off).
         texture_warmup: iterations at the start during which the texture term is left out of the generator loss
-            (the discriminator still trains); official 0 (the author suggests 1–2K when training is unstable, #17).
+            (the discriminator still trains; the generator step skips its forward through D); official 0 (the author suggests 1–2K iterations when training is unstable, #17).
         vgg_weights: VGG-19 weight file for the content loss (default: ``$DARKROOM_VGG19`` or the torch hub
             cache, see :mod:`losses.vgg`); needed only when the content weight is ≠ 0, and only for ``fit``.
         vgg_pretrained: False = a randomly initialised VGG-19 (smoke tests and speed measurements only).
         lr_g, lr_d: Adam learning rates (official 5e-4 both; betas 0.9/0.999, ε 1e-8 = TF defaults).
+        lr_schedule: ``"constant"`` (official) or ``"cosine"``: both learning rates decay to 0 over
+            ``trainer.max_steps`` iterations (for short demo runs, whose last iterate otherwise fluctuates).
         pretrained: an official TF checkpoint prefix (``…/iphone_orig``) or a Darkroom ``.ckpt`` to start from.
         log_images: patches in the validation/test grid (phone | DPED | DSLR); 0 = none.
     """
@@ -454,8 +337,10 @@ class DPED(LightningModule):
         n_blocks: int = 4,
         channels: int = 64,
         eps: float = 1e-3,
+        generator_init: Literal["official", "pytorch"] = "official",
         patch_size: int = 100,
         disc_grayscale: bool = True,
+        disc_width: float = 1.0,
         loss_preset: Literal["official", "alternative"] = "official",
         loss_weights: DPEDLossWeights = DPEDLossWeights(),  # noqa: B008 (immutable use)
         texture_warmup: int = 0,
@@ -463,6 +348,7 @@ class DPED(LightningModule):
         vgg_pretrained: bool = True,
         lr_g: float = 5e-4,
         lr_d: float = 5e-4,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
         pretrained: str | None = None,
         log_images: int = 4,
     ) -> None:
@@ -478,8 +364,9 @@ class DPED(LightningModule):
         self.weights: dict[str, float] = {
             k: float(preset[k] if v is None else v) for k, v in asdict(loss_weights).items()
         }
-        self.generator = DPEDGenerator(n_blocks=n_blocks, channels=channels, eps=eps)
-        self.discriminator = DPEDDiscriminator(in_size=patch_size, grayscale=disc_grayscale, eps=eps)
+        self.generator = DPEDGenerator(n_blocks=n_blocks, channels=channels, eps=eps, init=generator_init)
+        self.discriminator = DPEDDiscriminator(in_size=patch_size, grayscale=disc_grayscale, eps=eps,
+                                               width=disc_width)
         self.loss: DPEDGeneratorLoss | None = None  # built for fit only (the VGG-19 is not needed to evaluate)
         metrics = MetricCollection({"psnr": DPEDPSNR(), "ms_ssim": DPEDMSSSIM(), "psnr_batch": DPEDBatchPSNR()})
         self.val_metrics = metrics.clone(prefix="val/")
@@ -562,14 +449,15 @@ class DPED(LightningModule):
         x, y = batch["input"], batch["target"]
         n = x.shape[0]
         use_texture = self.weights["texture"] != 0
+        # during the texture warm-up the generator loss leaves the texture term out (D is not even run on the
+        # enhanced patches there); the discriminator still trains
+        texture_in_g = use_texture and self.global_step >= self.hparams.texture_warmup
         # generator step (the discriminator's parameters are frozen while toggled)
         self.toggle_optimizer(opt_g)
         enhanced = self.generator(x)
-        logits = self.discriminator(enhanced) if use_texture else None
-        terms = loss_fn(enhanced, y, logits)
+        logits = self.discriminator(enhanced) if texture_in_g else None
+        terms = loss_fn(enhanced, y, logits, skip=() if texture_in_g or not use_texture else ("texture",))
         total = terms["total"]
-        if use_texture and self.global_step < self.hparams.texture_warmup:
-            total = total - self.weights["texture"] * terms["texture"]
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(total)
         opt_g.step()
@@ -589,14 +477,25 @@ class DPED(LightningModule):
             # argmax class 0 = DSLR ⇔ adv = 1
             logs["train/loss_d"] = loss_d.detach()
             logs["train/d_accuracy"] = (d_logits.argmax(1) == (1 - adv)).float().mean()
+        schedulers = self.lr_schedulers()  # manual optimisation: step them once per iteration
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+            scheduler.step()
         self.log_dict(logs, on_step=True, on_epoch=True, batch_size=n)
         self.log("train/loss", total.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
         return total.detach()
 
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr_g, betas=(0.9, 0.999), eps=1e-8),
+    def configure_optimizers(self) -> Any:
+        opts = [torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr_g, betas=(0.9, 0.999), eps=1e-8),
                 torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr_d, betas=(0.9, 0.999),
                                  eps=1e-8)]
+        if self.hparams.lr_schedule == "constant":
+            return opts
+        if self.hparams.lr_schedule != "cosine":
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.hparams.lr_schedule!r}")
+        total = self.trainer.max_steps
+        if total is None or total <= 0:
+            raise ValueError("lr_schedule='cosine' needs trainer.max_steps > 0")
+        return opts, [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total) for o in opts]
 
     # -- evaluation ------------------------------------------------------------------------------
     def _evaluate(self, batch: dict, batch_idx: int, stage: str) -> Tensor:

@@ -10,7 +10,7 @@ Official generator objective: ``L_G = 10·L_content + 0.5·L_colour + 1·L_textu
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Literal
 
 import torch
@@ -296,10 +296,11 @@ class DPEDGeneratorLoss(nn.Module):
         self.vgg = vgg if self.weights["content"] != 0 else None
 
     def forward(
-        self, enhanced: Tensor, target: Tensor, disc_logits: Tensor | None = None
+        self, enhanced: Tensor, target: Tensor, disc_logits: Tensor | None = None, skip: Collection[str] = ()
     ) -> dict[str, Tensor]:
+        """``skip``: terms left out of this call (e.g. ``("texture",)`` during a texture warm-up: no logits needed)."""
         terms: dict[str, Tensor] = {}
-        w = self.weights
+        w = {k: (0.0 if k in skip else v) for k, v in self.weights.items()}
         if w["content"] != 0:
             assert self.vgg is not None
             terms["content"] = content_loss(enhanced, target, self.vgg)

@@ -16,10 +16,17 @@ Rendering model (all our choices; nothing here is taken from the DPED paper):
   translation ±4 % of the frame, perspective up to ``max_perspective`` (relative change of the
   projective denominator across the frame), at ``phone_scale`` × the DSLR resolution.
 * Phone optics and sensor: Gaussian lens blur (σ 0.5–1.1 phone px, plus the anti-aliasing needed for
-  the lower resolution), an approximate linearisation (γ 2.2), per-channel colour cast (gains
-  0.85–1.15), exposure change, Poisson–Gaussian noise in the heteroscedastic-normal approximation
-  (variance ``a·x + b`` of the linear signal, Foi et al. 2008), re-encoding with a different tone
-  curve (γ 1.8–2.6 instead of 2.2), JPEG quality 70–88. DSLR images are written at JPEG quality 95.
+  the lower resolution), an approximate linearisation (γ 2.2), per-channel colour cast, exposure change,
+  Poisson–Gaussian noise in the heteroscedastic-normal approximation (variance ``a·x + b`` of the linear
+  signal, Foi et al. 2008), re-encoding with the phone's tone curve instead of the DSLR's γ 2.2, JPEG
+  quality 70–88. DSLR images are written at JPEG quality 95.
+* All pairs of one call come from ONE phone (as each DPED subset does: one phone model against the Canon),
+  so the rendition is systematic: one :class:`PhoneProfile` (default: a warm cast, gains 1.12/1.00/0.86,
+  +0.26 EV exposure bias and a flatter tone curve γ 2.5 — a bright, washed-out rendition; or
+  :func:`random_phone_profile`: gains 0.85–1.15, exposure 0.8–1.25, γ 1.8–2.6) for all pairs; each shot adds only auto-white-balance and
+  auto-exposure jitter (gains ×0.95–1.05, exposure ×0.9–1.1) and its own noise level. (Drawing cast, exposure
+  and tone curve afresh for every shot — as an earlier version did — makes every pair a different camera:
+  there is then almost no phone→DSLR mapping to learn, which is not the DPED setting.)
 
 Output layout::
 
@@ -27,6 +34,7 @@ Output layout::
     root/dslr/<name>.jpg       clean "DSLR" photo, W × H
     root/homographies.json     {name: {"homography": 3×3 phone→DSLR or null, "photo": ..., "unrelated": bool,
                                        "phone_size": [w, h], "dslr_size": [w, h]}}
+    root/phone_profile.json    the phone's systematic rendition (:class:`PhoneProfile`)
 
 Unrelated pairs (``n_unrelated``) take the phone image from a different photo: they cannot be
 aligned and must be rejected by the pipeline (their homography is ``null``).
@@ -35,6 +43,7 @@ aligned and must be rejected by the pipeline (their homography is ``null``).
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -101,24 +110,51 @@ def _project(hom: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return ph[:, :2] / ph[:, 2:3]
 
 
-def _degrade_phone(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class PhoneProfile:
+    """The systematic photometric rendition of one phone (relative to the DSLR's γ 2.2 rendition).
+
+    Attributes:
+        gains: per-channel colour cast of the linear signal (R, G, B).
+        exposure: exposure bias of the linear signal.
+        gamma: the phone's tone curve (encoding ``x^(1/gamma)``; the DSLR's is 2.2).
+        awb_jitter: per-shot auto-white-balance variation: each gain × U(1 − j, 1 + j).
+        exposure_jitter: per-shot auto-exposure variation: exposure × U(1 − j, 1 + j).
+    """
+
+    gains: tuple[float, float, float] = (1.12, 1.0, 0.86)
+    exposure: float = 1.2
+    gamma: float = 2.5
+    awb_jitter: float = 0.05
+    exposure_jitter: float = 0.1
+
+
+def random_phone_profile(rng: np.random.Generator) -> PhoneProfile:
+    """A random phone rendition: gains 0.85–1.15, exposure 0.8–1.25, γ 1.8–2.6 (default jitters)."""
+    gains = rng.uniform(0.85, 1.15, size=3)
+    return PhoneProfile(gains=(float(gains[0]), float(gains[1]), float(gains[2])),
+                        exposure=float(rng.uniform(0.8, 1.25)), gamma=float(rng.uniform(1.8, 2.6)))
+
+
+def _degrade_phone(img: np.ndarray, rng: np.random.Generator, profile: PhoneProfile | None = None) -> np.ndarray:
     """Phone-like photometric rendition of an H×W×3 uint8 image (already blurred and resampled)."""
+    profile = PhoneProfile() if profile is None else profile
     lin = (img.astype(np.float32) / 255.0) ** 2.2
-    gains = rng.uniform(0.85, 1.15, size=3).astype(np.float32)
-    exposure = np.float32(rng.uniform(0.8, 1.25))
+    gains = np.asarray(profile.gains, np.float32) * rng.uniform(
+        1 - profile.awb_jitter, 1 + profile.awb_jitter, size=3).astype(np.float32)
+    exposure = np.float32(profile.exposure * rng.uniform(1 - profile.exposure_jitter, 1 + profile.exposure_jitter))
     lin = np.clip(lin * gains * exposure, 0.0, 1.0)
     a = np.float32(1.0 / rng.uniform(150.0, 600.0))  # shot-noise gain: 1 / full-well in "electrons"
     b = np.float32(rng.uniform(1e-5, 1e-4))  # read-noise variance
     sigma = np.sqrt(a * lin + b)
     lin = lin + sigma * rng.standard_normal(lin.shape, dtype=np.float32)
-    gamma = np.float32(rng.uniform(1.8, 2.6))  # another tone curve than the DSLR's 2.2
-    out = np.clip(lin, 0.0, 1.0) ** (1.0 / gamma)
+    out = np.clip(lin, 0.0, 1.0) ** np.float32(1.0 / profile.gamma)  # the phone's tone curve, not the DSLR's 2.2
     return (out * 255.0 + 0.5).astype(np.uint8)
 
 
 def render_pair(photo: np.ndarray, size: tuple[int, int], rng: np.random.Generator, *,
                 phone_scale: float = 0.75, other_photo: np.ndarray | None = None,
-                **homography_kwargs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                profile: PhoneProfile | None = None, **homography_kwargs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render one (phone, DSLR, H) triple from a photo.
 
     Args:
@@ -127,6 +163,7 @@ def render_pair(photo: np.ndarray, size: tuple[int, int], rng: np.random.Generat
         rng: random generator (the only source of randomness).
         phone_scale: phone resolution relative to the DSLR's.
         other_photo: render the phone image from this photo instead (an unrelated pair).
+        profile: the phone's rendition (default :class:`PhoneProfile`).
         homography_kwargs: forwarded to :func:`random_homography`.
 
     Returns:
@@ -164,13 +201,13 @@ def render_pair(photo: np.ndarray, size: tuple[int, int], rng: np.random.Generat
     blurred = cv2.GaussianBlur(source, (0, 0), sigmaX=sigma_scene) if sigma_scene > 0.1 else source
     phone = cv2.warpPerspective(blurred, to_scene, phone_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                 borderMode=cv2.BORDER_REFLECT)
-    return _degrade_phone(phone, rng), dslr, hom
+    return _degrade_phone(phone, rng, profile), dslr, hom
 
 
 def write_phone_dslr_pairs(root: str | Path, n_pairs: int = 6, size: tuple[int, int] = (480, 360), seed: int = 0,
                            n_unrelated: int = 0, *, phone_scale: float = 0.75,
                            photos: tuple[str, ...] = TEXTURED_PHOTOS, phone_quality: tuple[int, int] = (70, 88),
-                           dslr_quality: int = 95) -> Path:
+                           dslr_quality: int = 95, profile: PhoneProfile | None = None) -> Path:
     """Write ``n_pairs`` aligned-by-homography pairs (+ ``n_unrelated`` unrelated ones) under ``root``.
 
     Args:
@@ -182,6 +219,7 @@ def write_phone_dslr_pairs(root: str | Path, n_pairs: int = 6, size: tuple[int, 
         phone_scale: phone resolution relative to the DSLR's.
         photos: names of bundled photos to cycle through (:data:`TEXTURED_PHOTOS`).
         phone_quality: JPEG quality range of the phone images; ``dslr_quality`` for the DSLR ones.
+        profile: the phone's systematic rendition, shared by all pairs (default :class:`PhoneProfile`).
 
     Returns:
         ``root`` as a Path.
@@ -192,13 +230,15 @@ def write_phone_dslr_pairs(root: str | Path, n_pairs: int = 6, size: tuple[int, 
         raise ValueError("photos must name at least one bundled photo")
     root = Path(root)
     rng = np.random.default_rng(seed)
+    profile = PhoneProfile() if profile is None else profile
     meta: dict[str, dict] = {}
     jobs = [(f"pair_{i:03d}", photos[i % len(photos)], None) for i in range(n_pairs)]
     jobs += [(f"unrelated_{i:03d}", photos[(i + 1) % len(photos)], photos[(i + 1 + len(photos) // 2) % len(photos)])
              for i in range(n_unrelated)]
     for name, photo_name, other_name in jobs:
         other = load_photo(other_name) if other_name is not None else None
-        phone, dslr, hom = render_pair(load_photo(photo_name), size, rng, phone_scale=phone_scale, other_photo=other)
+        phone, dslr, hom = render_pair(load_photo(photo_name), size, rng, phone_scale=phone_scale, other_photo=other,
+                                       profile=profile)
         write_uint8(root / "phone" / f"{name}.jpg", phone, quality=int(rng.integers(*phone_quality, endpoint=True)))
         write_uint8(root / "dslr" / f"{name}.jpg", dslr, quality=dslr_quality)
         meta[name] = {
@@ -210,6 +250,7 @@ def write_phone_dslr_pairs(root: str | Path, n_pairs: int = 6, size: tuple[int, 
             "dslr_size": [dslr.shape[1], dslr.shape[0]],
         }
     (root / "homographies.json").write_text(json.dumps(meta, indent=1))
+    (root / "phone_profile.json").write_text(json.dumps(asdict(profile), indent=1))
     return root
 
 
