@@ -678,6 +678,8 @@ class ReFusion(LightningModule):
         meta_steps: meta iterations per (official) epoch; training copy 600, TDFusion 200; paper: not found.
         meta_accumulation: outer steps per P update (training copy: 2; TDFusion: 1).
         p_update: ``"normalised"`` (official) or ``"adam"``.
+        p_lr: step size of P's update (``None`` = ``lr``, official: P's normalised step uses F's current learning
+            rate); with ``"normalised"`` it follows F's StepLR decay (scaled by F's current/initial lr).
         lr: Adam learning rate of F and R, and the inner / P step size (official 1e-4).
         lr_step_epochs, lr_gamma: StepLR per official epoch (10, 0.1).
         alpha_grad: coefficient of the gradient term; alpha_ramp_epochs: its linear ramp (50; ``None`` = off).
@@ -702,6 +704,7 @@ class ReFusion(LightningModule):
         meta_accumulation: int = 2,
         p_update: Literal["normalised", "adam"] = "normalised",
         lr: float = 1e-4,
+        p_lr: float | None = None,
         lr_step_epochs: int = 10,
         lr_gamma: float = 0.1,
         alpha_grad: float = 1.0,
@@ -722,6 +725,8 @@ class ReFusion(LightningModule):
             raise ValueError(f"meta_steps and meta_accumulation must be ≥ 1, got {meta_steps}, {meta_accumulation}")
         if p_update not in ("normalised", "adam"):
             raise ValueError(f"p_update must be 'normalised' or 'adam', got {p_update!r}")
+        if p_lr is not None and p_lr <= 0:
+            raise ValueError(f"p_lr must be > 0, got {p_lr}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.fusion = FusionNet()
@@ -868,7 +873,8 @@ class ReFusion(LightningModule):
             params = list(self.loss_proposal.parameters())
             self._sync_grads(params)
             if self.hparams.p_update == "normalised":
-                normalised_gradient_update_(params, lr)
+                p_lr = lr if self.hparams.p_lr is None else self.hparams.p_lr * lr / self.hparams.lr
+                normalised_gradient_update_(params, p_lr)
             else:
                 opt_p.optimizer.step()  # the raw optimiser: meta steps do not advance global_step
             opt_p.zero_grad(set_to_none=True)
@@ -954,7 +960,7 @@ class ReFusion(LightningModule):
     def configure_optimizers(self) -> tuple[list, list]:
         hp = self.hparams
         opt_fr = torch.optim.Adam([*self.fusion.parameters(), *self.reconstruction.parameters()], lr=hp.lr)
-        opt_p = torch.optim.Adam(self.loss_proposal.parameters(), lr=hp.lr, eps=1e-10)
+        opt_p = torch.optim.Adam(self.loss_proposal.parameters(), lr=hp.lr if hp.p_lr is None else hp.p_lr, eps=1e-10)
         scheds = [torch.optim.lr_scheduler.StepLR(o, step_size=hp.lr_step_epochs, gamma=hp.lr_gamma)
                   for o in (opt_fr, opt_p)]
         return [opt_fr, opt_p], scheds
