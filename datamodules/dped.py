@@ -59,6 +59,7 @@ from datamodules.image_io import (
     list_images,
     load_tensor,
 )
+from datamodules.loaders import make_loader
 from datamodules.sice import ImageFileDataset, unique_names
 
 __all__ = ["DPED_LAYOUT", "DPEDDataModule", "DPEDPatchDataset", "augment_pair", "find_patch_pairs"]
@@ -291,11 +292,7 @@ class DPEDDataModule(L.LightningDataModule):
 
     # --------------------------------------------------------------------------------- dataloaders
     def _loader(self, dataset: Dataset | None, what: str, batch_size: int, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError(f"DPEDDataModule: {what} data is not set up; call setup() with its stage first")
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
-                          drop_last=False)
+        return make_loader(dataset, "DPEDDataModule", what, batch_size, shuffle, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, "train", self.batch_size, shuffle=True)

@@ -55,6 +55,7 @@ from datamodules.image_io import (
     load_tensor,
     natural_key,
 )
+from datamodules.loaders import make_loader
 
 __all__ = [
     "ExposureStack",
@@ -303,11 +304,7 @@ class ExposureStackDataModule(L.LightningDataModule):
             self.predict_set = self._eval_set(self.predict_root, "predict_root", None)
 
     def _loader(self, dataset: Dataset | None, what: str, batch_size: int, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError(f"ExposureStackDataModule: {what} data is not set up; call setup() with its stage first")
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
-                          drop_last=False)
+        return make_loader(dataset, "ExposureStackDataModule", what, batch_size, shuffle, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, "train", self.batch_size, shuffle=True)

@@ -53,6 +53,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_io import DatasetLayoutError, check_image_header, is_image, load_tensor, natural_key
+from datamodules.loaders import make_loader
 
 __all__ = [
     "FOLDER_PAIRS",
@@ -355,11 +356,7 @@ class FusionPairDataModule(L.LightningDataModule):
             self.predict_set = FusionPairDataset(self._pairs(self.predict_root, "predict_root"))
 
     def _loader(self, dataset: Dataset | None, what: str, batch_size: int, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError(f"FusionPairDataModule: {what} data is not set up; call setup() with its stage first")
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
-                          drop_last=shuffle and len(dataset) >= 2 * batch_size)
+        return make_loader(dataset, "FusionPairDataModule", what, batch_size, shuffle, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, "train", self.batch_size, shuffle=True)

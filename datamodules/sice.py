@@ -46,6 +46,7 @@ from datamodules.image_io import (
     load_tensor,
     natural_key,
 )
+from datamodules.loaders import make_loader
 
 LABEL_DIRS: tuple[str, ...] = ("Label", "label")
 _EXTS = "/".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
@@ -315,17 +316,7 @@ class SICEDataModule(L.LightningDataModule):
 
     # --------------------------------------------------------------------------------- dataloaders
     def _loader(self, dataset: Dataset | None, what: str, batch_size: int, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError(f"SICEDataModule: {what} data is not set up; call setup() with its stage first")
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            drop_last=False,
-        )
+        return make_loader(dataset, "SICEDataModule", what, batch_size, shuffle, self.num_workers)
 
     def _eval_batch_size(self) -> int:
         return self.batch_size if self.eval_size is not None else 1

@@ -20,6 +20,7 @@ Everything is numpy and vectorised over all pixels; nothing here needs torch.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -144,3 +145,11 @@ def render_exposure(
     levels = 2**bits - 1
     dtype = np.uint8 if bits <= 8 else np.uint16
     return np.floor(encoded * levels + 0.5).astype(dtype)
+
+
+def check_exposures(exposures: Sequence[float]) -> list[float]:
+    """Exposure values of a synthetic sequence as floats: at least 2, strictly increasing (dark → bright)."""
+    evs = [float(e) for e in exposures]
+    if len(evs) < 2 or any(b <= a for a, b in zip(evs[:-1], evs[1:], strict=True)):
+        raise ValueError(f"exposures must hold at least 2 strictly increasing EV values (dark → bright), got {evs}")
+    return evs

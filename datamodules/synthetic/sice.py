@@ -27,6 +27,7 @@ from datamodules.image_io import write_uint8
 from datamodules.synthetic.camera import (
     DEFAULT_READ_NOISE,
     DEFAULT_SHOT_NOISE,
+    check_exposures,
     crf,
     inverse_crf,
     render_exposure,
@@ -88,9 +89,7 @@ def write_sice(
         ``Path(root)``.
     """
     root = Path(root)
-    evs = [float(e) for e in exposures]
-    if len(evs) < 2 or any(b <= a for a, b in zip(evs[:-1], evs[1:], strict=True)):
-        raise ValueError(f"exposures must hold at least 2 strictly increasing EV values (dark → bright), got {evs}")
+    evs = check_exposures(exposures)
     if n_train < 1 or n_test < 1:
         raise ValueError(f"n_train and n_test must be ≥ 1, got n_train={n_train}, n_test={n_test}")
     if len(size) != 2 or min(size) < 8:
