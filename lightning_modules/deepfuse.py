@@ -34,7 +34,7 @@ from torchmetrics import MetricCollection
 
 from lightning_modules.checkpoints import checkpoint_state
 from lightning_modules.fusion_baselines import Mertens, PixelMean, stack_sources
-from lightning_modules.image_grid import log_grid
+from lightning_modules.image_grid import log_grid, save_samples, side_by_side
 from losses.mef_ssim import MEFSSIMLoss, mef_ssim
 from metrics.mef_ssim import MEFSSIM
 
@@ -520,6 +520,9 @@ class DeepFuse(LightningModule):
             if multiscale:
                 collection["ms_mef_ssim"].update(y_fused, y_sources)
             self.log_dict(collection, on_epoch=True, batch_size=sources.shape[0])
+        if stage == "test":
+            save_samples(self, list(batch["name"]), {"input": side_by_side(sources), "output": fused},
+                         first_index=batch_idx * sources.shape[0])
         if batch_idx == 0 and self.hparams.log_images:
             k = self.hparams.log_images
             cols = [sources[:k, i] for i in range(sources.shape[1])] + [fused[:k], outputs["mertens_"][:k]]

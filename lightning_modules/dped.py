@@ -30,7 +30,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from lightning_modules.image_grid import log_grid
+from lightning_modules.image_grid import log_grid, save_samples
 from lightning_modules.tf_checkpoint import checkpoint_files, load_tf_checkpoint
 from losses.dped import ALTERNATIVE_WEIGHTS, OFFICIAL_WEIGHTS, DPEDGeneratorLoss, discriminator_loss
 from losses.vgg import VGG19Features
@@ -506,6 +506,8 @@ class DPED(LightningModule):
             metrics.update(out, y)
             self.log_dict(metrics, on_epoch=True, batch_size=x.shape[0])
             if stage == "test":
+                save_samples(self, list(batch["name"]), {"input": x, "output": out, "target": y},
+                             first_index=batch_idx * x.shape[0])
                 self.test_input_metrics.update(x, y)
                 self.log_dict(self.test_input_metrics, on_epoch=True, batch_size=x.shape[0])
         if batch_idx == 0 and self.hparams.log_images:

@@ -76,3 +76,9 @@ def save_samples(module, names: list[str], columns: dict[str, torch.Tensor], fir
         for column, images in columns.items():
             img = images[i].detach().float().cpu().clamp(0, 1)
             write_image(root / column / f"{name}.png", img.expand(3, -1, -1) if img.shape[0] == 1 else img)
+
+
+def side_by_side(sources: torch.Tensor) -> torch.Tensor:
+    """N×K×C×H×W (a stack or a pair of sources) → N×C×H×(K·W), the sources next to each other."""
+    n, k, c, h, w = sources.shape
+    return sources.permute(0, 2, 3, 1, 4).reshape(n, c, h, k * w)

@@ -31,7 +31,7 @@ from torch.func import functional_call, grad
 from lightning_modules.checkpoints import checkpoint_state
 from lightning_modules.deepfuse import rgb_to_ycbcr, ycbcr_to_rgb
 from lightning_modules.fusion_baselines import PixelMax, PixelMean
-from lightning_modules.image_grid import log_grid
+from lightning_modules.image_grid import log_grid, save_samples, side_by_side
 from losses.refusion import refusion_fusion_loss, refusion_reconstruction_loss, sobel_gradient
 from metrics.fusion import DEFAULT_METRICS, FusionMetrics
 
@@ -922,8 +922,12 @@ class ReFusion(LightningModule):
             self.test_metrics.update(fused_y, y)
             self.test_mean_metrics.update(self.pixel_mean(y), y)
             self.test_max_metrics.update(self.pixel_max(y), y)
+        colour = sources.shape[2] == 3
+        if stage == "test":
+            fused = self.recombine(fused_y, sources) if colour else fused_y
+            save_samples(self, list(batch["name"]), {"input": side_by_side(sources), "output": fused},
+                         first_index=batch_idx * sources.shape[0])
         if batch_idx == 0 and self.hparams.log_images:
-            colour = sources.shape[2] == 3
             fused = self.recombine(fused_y, sources) if colour else fused_y
             path = log_grid(self, f"{stage}/examples", [sources[:, 0], sources[:, 1], fused,
                                                         self.pixel_mean(sources)],

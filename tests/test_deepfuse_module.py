@@ -126,6 +126,8 @@ def test_test_writes_results_with_baselines(stacks_root, tmp_path):
     assert all(0 < v <= 1 for v in metrics.values())
     assert results["paper"] == "deepfuse"
     assert test.model.last_grid_path is not None and Path(test.model.last_grid_path).is_file()
+    samples = Path(results["run_dir"]) / "samples"  # what `darkroom compare` lays out across runs
+    assert list((samples / "input").glob("*.png")) and list((samples / "output").glob("*.png"))
 
 
 @pytest.mark.slow

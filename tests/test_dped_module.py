@@ -140,6 +140,8 @@ def test_test_writes_results_json(tiny_root: Path, tmp_path: Path) -> None:
     results = json.loads(Path(test.results_writer.path).read_text())
     assert {"psnr", "ms_ssim", "psnr_batch", "input_psnr", "input_ms_ssim"} <= set(results["metrics"])
     assert results["paper"] == "dped" and results["dataset_root"]["root"] == str(tiny_root)
+    samples = Path(results["run_dir"]) / "samples"  # what `darkroom compare` lays out across runs
+    assert all(list((samples / c).glob("*.png")) for c in ("input", "output", "target"))
     out = tmp_path / "enhanced"
     cli_main(["predict", "-c", config, *_data_args(tiny_root), "--ckpt_path", str(last), "--run.output_dir",
               str(out), "--run.root", str(tmp_path / "runs"), "--run.wandb", "false",

@@ -78,6 +78,8 @@ def test_every_config_runs_a_step(config, fusion_data, tmp_path):
         results = json.loads(Path(test.results_writer.path).read_text())
         assert {"qabf", "mean_qabf", "max_qabf", "en", "mean_ssim", "max_vif"} <= set(results["metrics"])
         assert results["paper"] == "refusion"
+        samples = Path(results["run_dir"]) / "samples"  # what `darkroom compare` lays out across runs
+        assert list((samples / "input").glob("*.png")) and list((samples / "output").glob("*.png"))
 
 
 def _p_state(model: ReFusion) -> dict[str, torch.Tensor]:
