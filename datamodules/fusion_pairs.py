@@ -52,6 +52,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.exposure_stacks import luminance_order
 from datamodules.image_io import DatasetLayoutError, check_image_header, is_image, load_tensor, natural_key
 from datamodules.loaders import make_loader
 
@@ -225,12 +226,6 @@ def find_pairs(
     raise ValueError(f"layout must be 'folders', 'suffix' or 'stacks', got {layout!r}")
 
 
-def _luma_means(images: Tensor) -> Tensor:
-    """Mean BT.601 luma of K×3×H×W images → K."""
-    w = torch.tensor((0.299, 0.587, 0.114), dtype=images.dtype)
-    return torch.einsum("kchw,c->k", images, w) / images[0, 0].numel()
-
-
 class FusionPairDataset(Dataset):
     """``{"sources": 2×3×h×w float32 in [0, 1], "name": str}``; random aligned crops when ``crop_size`` is set.
 
@@ -250,7 +245,7 @@ class FusionPairDataset(Dataset):
         pair = self.pairs[i]
         if pair.stack:
             stack = torch.stack([load_tensor(p) for p in pair.stack])
-            order = torch.sort(_luma_means(stack), stable=True).indices
+            order = luminance_order(stack)
             sources = stack[order[[0, -1]]]
         else:
             sources = torch.stack([load_tensor(pair.first), load_tensor(pair.second)])

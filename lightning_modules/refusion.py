@@ -922,13 +922,13 @@ class ReFusion(LightningModule):
             self.test_metrics.update(fused_y, y)
             self.test_mean_metrics.update(self.pixel_mean(y), y)
             self.test_max_metrics.update(self.pixel_max(y), y)
-        colour = sources.shape[2] == 3
+        log_grid_now = batch_idx == 0 and self.hparams.log_images
+        if stage == "test" or log_grid_now:
+            fused = self.recombine(fused_y, sources) if sources.shape[2] == 3 else fused_y
         if stage == "test":
-            fused = self.recombine(fused_y, sources) if colour else fused_y
             save_samples(self, list(batch["name"]), {"input": side_by_side(sources), "output": fused},
                          first_index=batch_idx * sources.shape[0])
-        if batch_idx == 0 and self.hparams.log_images:
-            fused = self.recombine(fused_y, sources) if colour else fused_y
+        if log_grid_now:
             path = log_grid(self, f"{stage}/examples", [sources[:, 0], sources[:, 1], fused,
                                                         self.pixel_mean(sources)],
                             ["source 1", "source 2", "ReFusion", "pixel mean"])
