@@ -322,6 +322,10 @@ class DPED(LightningModule):
         vgg_weights: VGG-19 weight file for the content loss (default: ``$DARKROOM_VGG19`` or the torch hub
             cache, see :mod:`losses.vgg`); needed only when the content weight is ≠ 0, and only for ``fit``.
         vgg_pretrained: False = a randomly initialised VGG-19 (smoke tests and speed measurements only).
+        content_features: ``"vgg19"`` (official: relu5_4 of VGG-19) or ``"pixel"``: φ = identity, so the content
+            term is the per-pixel MSE on [0, 1] — the loss DPED's perceptual content term replaces (the paper's
+            SRCNN-style baseline). A stand-in for runs without VGG-19 weights (the CPU demo); its scale is not the
+            VGG term's, so set ``loss_weights.content`` explicitly with it.
         lr_g, lr_d: Adam learning rates (official 5e-4 both; betas 0.9/0.999, ε 1e-8 = TF defaults).
         lr_schedule: ``"constant"`` (official) or ``"cosine"``: both learning rates decay to 0 over
             ``trainer.max_steps`` iterations (for short demo runs, whose last iterate otherwise fluctuates).
@@ -346,6 +350,7 @@ class DPED(LightningModule):
         texture_warmup: int = 0,
         vgg_weights: str | None = None,
         vgg_pretrained: bool = True,
+        content_features: Literal["vgg19", "pixel"] = "vgg19",
         lr_g: float = 5e-4,
         lr_d: float = 5e-4,
         lr_schedule: Literal["constant", "cosine"] = "constant",
@@ -357,6 +362,8 @@ class DPED(LightningModule):
             loss_weights = DPEDLossWeights(**loss_weights)
         if loss_preset not in ("official", "alternative"):
             raise ValueError(f"loss_preset must be 'official' or 'alternative', got {loss_preset!r}")
+        if content_features not in ("vgg19", "pixel"):
+            raise ValueError(f"content_features must be 'vgg19' or 'pixel', got {content_features!r}")
         self.save_hyperparameters()
         self.hparams["loss_weights"] = asdict(loss_weights)
         self.automatic_optimization = False
@@ -373,6 +380,8 @@ class DPED(LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
         self.test_input_metrics = metrics.clone(prefix="test/input_")
         self.tags = ["dped", loss_preset] + [f"no-{k}" for k, v in self.weights.items() if v == 0]
+        if content_features != "vgg19" and self.weights["content"] != 0:
+            self.tags.append(f"content-{content_features}")
         self.register_load_state_dict_post_hook(self._ignore_missing_vgg)
         if pretrained:
             self.load_pretrained(pretrained)
@@ -390,7 +399,9 @@ class DPED(LightningModule):
         """
         if self.loss is None:
             vgg = None
-            if self.weights["content"] != 0:
+            if self.weights["content"] != 0 and self.hparams.content_features == "pixel":
+                vgg = nn.Identity()
+            elif self.weights["content"] != 0:
                 vgg = VGG19Features("relu5_4", weights=self.hparams.vgg_weights,
                                     pretrained=self.hparams.vgg_pretrained)
                 vgg.register_state_dict_post_hook(_drop_vgg_state)

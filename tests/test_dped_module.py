@@ -117,6 +117,20 @@ def test_content_on_without_vgg_names_where_to_put_it(tiny_root: Path, tmp_path:
     assert expected in str(err.value) and "DARKROOM_VGG19" in str(err.value)
 
 
+def test_pixel_content_stand_in_is_the_per_pixel_mse(tiny_root: Path, tmp_path: Path) -> None:
+    """``content_features: pixel`` (the demo's stand-in without VGG-19 weights) needs no weight file and makes the
+    content term the plain MSE on [0, 1]; an unknown backbone is refused."""
+    cli = cli_main(["-c", str(CONFIGS / "demo.yaml"), *_data_args(tiny_root), *_fast(tmp_path)], run=False)
+    assert cli.model.hparams.content_features == "pixel" and cli.model.weights["content"] > 0
+    loss = cli.model.build_loss()
+    e, d = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    terms = loss(e, d, torch.zeros(2, 2))
+    torch.testing.assert_close(terms["content"], (e - d).pow(2).mean())
+    assert "content-pixel" in cli.model.tags
+    with pytest.raises(ValueError, match="content_features must be 'vgg19' or 'pixel'"):
+        DPED(content_features="resnet")  # type: ignore[arg-type]
+
+
 def test_manual_step_updates_generator_and_discriminator(tiny_root: Path) -> None:
     torch.manual_seed(0)
     model = DPED(channels=8, disc_width=DISC_WIDTH, loss_weights={"content": 0.0}, log_images=0)

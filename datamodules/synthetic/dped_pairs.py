@@ -50,12 +50,7 @@ import cv2
 import numpy as np
 
 from datamodules.image_io import write_uint8
-from datamodules.synthetic.photos import load_photo
-
-#: Bundled photos with enough texture for SIFT (colour first, then grey). Flat or synthetic ones
-#: (``hubble_deep_field``: mostly black, ``colorwheel``, ``page``, ``moon``) are left out.
-TEXTURED_PHOTOS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "immunohistochemistry", "camera",
-                                    "gravel", "coins", "brick", "grass")
+from datamodules.synthetic.photos import TEXTURED_PHOTOS, load_photo
 
 
 def _render_scene(photo: np.ndarray, size: tuple[int, int], rng: np.random.Generator,

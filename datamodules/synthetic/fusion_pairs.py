@@ -1,7 +1,9 @@
 """Small synthetic fusion datasets in the layouts :class:`datamodules.fusion_pairs.FusionPairDataModule` reads.
 
 * :func:`write_multi_focus`: ``root/{train,test}/{near,far,reference}/<scene>.png``. A crop of a bundled photograph
-  (:mod:`datamodules.synthetic.photos`), auto-levelled to the full 8-bit luma range (:func:`full_range`), is the
+  with texture across the frame (:data:`datamodules.synthetic.photos.TEXTURED_PHOTOS`: defocus is invisible on the
+  black sky of ``hubble_deep_field`` or a flat ``colorwheel``, so such scenes carry no multi-focus signal),
+  auto-levelled to the full 8-bit luma range (:func:`full_range`), is the
   all-in-focus ``reference``. (Without the auto-levels many crops span a third of the range or less — a dark rocket,
   a patch of sky — unlike the well-exposed photographs of real multi-focus sets such as Lytro; ReFusion's official
   min–max normalisation of the fused image then stretches their contrast 1.5–4×: on such crops it lowers even the
@@ -30,7 +32,7 @@ import numpy as np
 
 from datamodules.image_io import write_uint8
 from datamodules.synthetic.output_root import prepare_output_root
-from datamodules.synthetic.photos import bundled_photos
+from datamodules.synthetic.photos import TEXTURED_PHOTOS, bundled_photos
 from datamodules.synthetic.sice import TRAIN_FRACTION, _crop_scene
 
 __all__ = ["depth_mask", "full_range", "write_exposure_pairs", "write_ir_visible", "write_multi_focus"]
@@ -46,9 +48,11 @@ def _check(n_train: int, n_test: int, size: tuple[int, int]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _scenes(n: int, test: bool, size: tuple[int, int], rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
-    """``n`` random crops (W×H = size) of the bundled photos: train from the left 70 %, test from the rest."""
-    photos = bundled_photos()
+def _scenes(n: int, test: bool, size: tuple[int, int], rng: np.random.Generator,
+            names: tuple[str, ...] | None = None) -> list[tuple[str, np.ndarray]]:
+    """``n`` random crops (W×H = size) of the bundled photos (``names``, default all): train from the left 70 %,
+    test from the rest."""
+    photos = bundled_photos(names=names)
     order = rng.permutation(len(photos))
     out = []
     for i in range(n):
@@ -98,7 +102,7 @@ def write_multi_focus(root: str | Path, n_train: int = 16, n_test: int = 4, size
     prepare_output_root(root, ["train", "test"], _MARKER, "write_multi_focus")
     rng = np.random.default_rng(seed)
     for split, n, test in (("train", n_train, False), ("test", n_test, True)):
-        for name, img in _scenes(n, test, size, rng):
+        for name, img in _scenes(n, test, size, rng, TEXTURED_PHOTOS):
             sharp = full_range(img)  # a well-exposed photograph (see the module docstring)
             blurred = cv2.GaussianBlur(sharp, (0, 0), sigmaX=blur_sigma, borderType=cv2.BORDER_REFLECT)
             m = depth_mask(size, rng)[..., None]

@@ -11,6 +11,11 @@ COLOUR_PHOTOS: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket", "h
                                   "immunohistochemistry", "retina", "colorwheel")
 #: Greyscale photographs (replicated to RGB and tinted when colour is needed).
 GREY_PHOTOS: tuple[str, ...] = ("camera", "brick", "grass", "gravel", "moon", "coins", "clock", "cell", "page")
+#: Photos with texture across the frame (colour first, then grey), for data whose signal is local detail: SIFT
+#: alignment (DPED pairs) and defocus (multi-focus pairs). Flat or synthetic ones (``hubble_deep_field``: mostly
+#: black, where defocus is invisible and SIFT finds few points; ``colorwheel``, ``page``, ``moon``) are left out.
+TEXTURED_PHOTOS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "immunohistochemistry", "camera",
+                                    "gravel", "coins", "brick", "grass")
 
 
 @cache
@@ -26,7 +31,8 @@ def load_photo(name: str) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :3])
 
 
-def bundled_photos(colour_only: bool = False) -> list[tuple[str, np.ndarray]]:
-    """All usable bundled photographs as ``(name, H×W×3 uint8)``, colour ones first."""
-    names = COLOUR_PHOTOS if colour_only else COLOUR_PHOTOS + GREY_PHOTOS
+def bundled_photos(colour_only: bool = False, names: tuple[str, ...] | None = None) -> list[tuple[str, np.ndarray]]:
+    """Bundled photographs as ``(name, H×W×3 uint8)``: ``names`` if given, else all usable ones, colour first."""
+    if names is None:
+        names = COLOUR_PHOTOS if colour_only else COLOUR_PHOTOS + GREY_PHOTOS
     return [(n, load_photo(n)) for n in names]

@@ -43,7 +43,7 @@ def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
     phone = {k[len("input_"):]: v for k, v in m.items() if k.startswith("input_")}
     ours = {k: v for k, v in m.items() if not k.startswith("input_")}
     cols = [("psnr", "PSNR ↑ (dB)"), ("ms_ssim", "MS-SSIM ↑")]
-    table = markdown_table([("phone patches (no enhancement)", phone), ("DPED (demo training)", ours)], cols)
+    table = markdown_table([("phone patches (no enhancement)", phone), ("DPED (demo training, per-pixel content stand-in)", ours)], cols)
     return DemoResult(
         title="DPED on synthetic aligned test patches (per-patch means against the DSLR patches)",
         table=table,
