@@ -304,10 +304,6 @@ class LossProposalNet(nn.Module):
 
     Input: N×2×H×W or N×2×1×H×W in [0, 1]. Output: ``(w, v)``, each N×2×1×H×W (sources layout), ≥ 0, summing to 1
     over dim 1.
-
-    ``init``: ``"uniform"`` zero-initialises each branch's last conv, so P starts at w = v = ½ everywhere — training
-    starts from the fixed equal-weight loss (the ablation baseline) and meta-learning moves away from it;
-    ``"random"``: PyTorch's default init (random per-pixel maps at the start). The official init is not released.
     """
 
     def __init__(
@@ -318,19 +314,13 @@ class LossProposalNet(nn.Module):
         ffn_expansion_factor: float = 2,
         bias: bool = False,
         gradient_input: Literal["gradient", "intensity"] = "gradient",
-        init: Literal["uniform", "random"] = "uniform",
     ) -> None:
         super().__init__()
         if gradient_input not in ("gradient", "intensity"):
             raise ValueError(f"gradient_input must be 'gradient' or 'intensity', got {gradient_input!r}")
-        if init not in ("uniform", "random"):
-            raise ValueError(f"init must be 'uniform' or 'random', got {init!r}")
         self.gradient_input = gradient_input
         self.intensity = _ProposalBranch(dim, num_blocks, heads, ffn_expansion_factor, bias)
         self.gradient = _ProposalBranch(dim, num_blocks, heads, ffn_expansion_factor, bias)
-        if init == "uniform":
-            for branch in (self.intensity, self.gradient):
-                nn.init.zeros_(branch.out3.weight)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = _as_pair(x, "LossProposalNet")
@@ -696,7 +686,6 @@ class ReFusion(LightningModule):
         squared_weights: P's weights enter the loss squared (code) or linearly (paper figure).
         swap_sources: double each batch with swapped sources (official).
         gradient_input: what P's gradient branch sees, see :class:`LossProposalNet`.
-        p_init: P's initialisation, see :class:`LossProposalNet` (``"uniform"``: starts at the equal-weight loss).
         normalize_output: min–max normalise the fused Y at inference (official ``test.py``).
         chroma_tau: τ of :func:`fuse_chroma_official` in 0–255 units (official 0.5; intended 128).
         pretrained: an official ``ReFusion_*.pth`` (into F) or a Darkroom ``.ckpt``.
@@ -723,7 +712,6 @@ class ReFusion(LightningModule):
         squared_weights: bool = True,
         swap_sources: bool = True,
         gradient_input: Literal["gradient", "intensity"] = "gradient",
-        p_init: Literal["uniform", "random"] = "uniform",
         normalize_output: bool = True,
         chroma_tau: float = 0.5,
         pretrained: str | None = None,
@@ -742,7 +730,7 @@ class ReFusion(LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.fusion = FusionNet()
-        self.loss_proposal = LossProposalNet(gradient_input=gradient_input, init=p_init)
+        self.loss_proposal = LossProposalNet(gradient_input=gradient_input)
         self.reconstruction = ReconstructionNet()
         self.pixel_mean, self.pixel_max = PixelMean(), PixelMax()
         names = tuple(metrics) if metrics else DEFAULT_METRICS
