@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad
 
 from lightning_modules.checkpoints import checkpoint_state
-from lightning_modules.deepfuse import rgb_to_ycbcr, ycbcr_to_rgb
+from lightning_modules.deepfuse import minmax_normalize, rgb_to_ycbcr, ycbcr_to_rgb
 from lightning_modules.fusion_baselines import PixelMax, PixelMean
 from lightning_modules.image_grid import log_grid, save_samples, side_by_side
 from losses.refusion import refusion_fusion_loss, refusion_reconstruction_loss, sobel_gradient
@@ -774,11 +774,7 @@ class ReFusion(LightningModule):
     def fuse_y(self, y: Tensor, normalize: bool | None = None) -> Tensor:
         """F on Y sources N×2×1×H×W → N×1×H×W, min–max normalised per image when ``normalize`` (default hparam)."""
         fused = self.fusion(y)
-        if self.hparams.normalize_output if normalize is None else normalize:
-            lo = fused.amin(dim=(-2, -1), keepdim=True)
-            hi = fused.amax(dim=(-2, -1), keepdim=True)
-            fused = (fused - lo) / (hi - lo).clamp_min(1e-12)
-        return fused
+        return minmax_normalize(fused) if (self.hparams.normalize_output if normalize is None else normalize) else fused
 
     def recombine(self, fused_y: Tensor, sources: Tensor) -> Tensor:
         """Fused Y N×1×H×W + RGB sources N×2×3×H×W → fused RGB N×3×H×W with the official chroma rule."""

@@ -55,6 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from losses.filtering import filter_valid
+
 __all__ = [
     "MEFSSIMLoss",
     "MEF_SSIM_C",
@@ -100,24 +102,6 @@ def _gaussian_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.devi
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
     g = torch.exp(-(x * x) / (2.0 * sigma * sigma))
     return (g / g.sum()).to(dtype=dtype, device=device)
-
-
-def _filter_valid(x: Tensor, kernel_1d: Tensor) -> Tensor:
-    """Separable 'valid' correlation (MATLAB ``filter2(k1ᵀk1, ·, 'valid')``) of every map of N×M×H×W."""
-    m, size = x.shape[1], kernel_1d.numel()
-    if x.dtype == torch.float64 and x.device.type == "cpu":
-        # CPU float64 convolution has no fast kernel: shifted multiply-adds are ~3x faster (same sums)
-        taps = kernel_1d.tolist()
-        h, w = x.shape[-2:]
-        rows = x[..., :, : w - size + 1] * taps[0]
-        for i in range(1, size):
-            rows = rows + x[..., :, i : i + w - size + 1] * taps[i]
-        out = rows[..., : h - size + 1, :] * taps[0]
-        for i in range(1, size):
-            out = out + rows[..., i : i + h - size + 1, :] * taps[i]
-        return out
-    y = F.conv2d(x, kernel_1d.view(1, 1, 1, size).expand(m, 1, 1, size), groups=m)  # depthwise
-    return F.conv2d(y, kernel_1d.view(1, 1, size, 1).expand(m, 1, size, 1), groups=m)
 
 
 def _downsample(x: Tensor) -> Tensor:
@@ -187,8 +171,8 @@ def _mef_ssim_single_scale(x: Tensor, y: Tensor) -> Tensor:
     box = torch.full((WINDOW_SIZE,), 1.0 / WINDOW_SIZE, dtype=dtype, device=device)
     gauss = _gaussian_1d(WINDOW_SIZE, GAUSSIAN_SIGMA, dtype, device)
 
-    b_stats = _filter_valid(torch.cat([x, prods], 1), box)
-    g_stats = _filter_valid(torch.cat([x, prods, x * y, y, y * y], 1), gauss)
+    b_stats = filter_valid(torch.cat([x, prods], 1), box)
+    g_stats = filter_valid(torch.cat([x, prods, x * y, y, y * y], 1), gauss)
 
     mu_b, e_b = b_stats[:, :k], b_stats[:, k:]
     cov_b = e_b - mu_b[:, iu] * mu_b[:, ju]  # N×P×h×w

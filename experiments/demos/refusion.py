@@ -23,15 +23,11 @@ from experiments.env import REPO_ROOT
 N_TRAIN, N_TEST, SIZE, BLUR_SIGMA = 48, 8, (96, 96), 4.0
 
 
-def _minmax(x):
-    lo, hi = x.amin(dim=(-2, -1), keepdim=True), x.amax(dim=(-2, -1), keepdim=True)
-    return (x - lo) / (hi - lo).clamp_min(1e-12)
-
-
 def raw_and_normalised(model, loader) -> dict[str, dict[str, float]]:
     """Fusion metrics of ReFusion and the pixel mean, each raw and min–max normalised, on ``loader``'s pairs."""
     import torch
 
+    from lightning_modules.deepfuse import minmax_normalize
     from metrics.fusion import FusionMetrics
 
     names = model.test_metrics.metric_names
@@ -41,8 +37,8 @@ def raw_and_normalised(model, loader) -> dict[str, dict[str, float]]:
         for batch in loader:
             y = model.luma(batch["sources"].to(model.device)).float()
             raw, mean = model.fuse_y(y, normalize=False), y.mean(1)
-            for key, fused in (("refusion_raw", raw), ("refusion_norm", _minmax(raw)), ("mean_raw", mean),
-                               ("mean_norm", _minmax(mean))):
+            for key, fused in (("refusion_raw", raw), ("refusion_norm", minmax_normalize(raw)), ("mean_raw", mean),
+                               ("mean_norm", minmax_normalize(mean))):
                 ms[key].update(fused.clamp(0, 1), y)
     return {k: {n.lower(): float(v) for n, v in m.compute().items()} for k, m in ms.items()}
 
