@@ -102,6 +102,26 @@ def test_meta_step_updates_loss_proposal_only_in_meta_mode(meta, fusion_data):
     assert trainer.global_step == 2  # one per fusion-phase batch; meta iterations do not count
 
 
+def test_zero_init_output_starts_at_half_and_learns(fusion_data):
+    """``zero_init_output``: F is a constant 0.5 at init, yet the meta and fusion steps reach all of F and P."""
+    torch.manual_seed(0)
+    root, _ = fusion_data["mfif"]
+    model = ReFusion(task="mfif", meta_steps=1, meta_accumulation=1, lr=1e-3, log_images=False,
+                     zero_init_output=True, order_equivariant=True)
+    x = torch.rand(1, 2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model.fuse_y(x, normalize=False), torch.full((1, 1, 16, 16), 0.5))
+    p0, f0 = _p_state(model), model.fusion.project_in_1.weight.clone()
+    dm = FusionPairDataModule("mfif", root=str(root), crop_size=32, batch_size=1, num_workers=0)
+    trainer = Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
+    trainer.fit(model, dm)
+    assert all(not torch.equal(v, p0[k]) for k, v in model.loss_proposal.state_dict().items() if "out3" in k)
+    assert not torch.equal(model.fusion.project_in_1.weight, f0)  # gradients got past the zeroed last conv
+    with torch.no_grad():
+        assert model.fuse_y(x, normalize=False).std() > 0
+
+
 def test_from_official_forward_colour_and_grey(shared):
     ir = load_tensor(shared("fusion/ir_vis/MSRS_00710N_ir.png"))[:, 200:264, 300:364]
     vi = load_tensor(shared("fusion/ir_vis/MSRS_00710N_vi.png"))[:, 200:264, 300:364]

@@ -180,6 +180,14 @@ def test_proposal_and_reconstruction_nets() -> None:
             torch.testing.assert_close(m.sum(1), torch.ones(2, 1, 6, 9))
     with pytest.raises(ValueError, match="gradient_input"):
         LossProposalNet(gradient_input="sobel")
+    # the official P is not order-equivariant; the option makes swapped sources get exactly swapped weights
+    plain, equi = LossProposalNet(**TINY), LossProposalNet(**TINY, order_equivariant=True)
+    equi.load_state_dict(plain.state_dict())
+    assert not torch.allclose(plain(x)[0], plain(x.flip(1))[0].flip(1), atol=1e-4)
+    for m, m_swapped, m_plain, m_plain_swapped in zip(equi(x), equi(x.flip(1)), plain(x), plain(x.flip(1)), strict=True):
+        torch.testing.assert_close(m, m_swapped.flip(1))
+        torch.testing.assert_close(m.sum(1), torch.ones(2, 1, 6, 9))
+        torch.testing.assert_close(m, 0.5 * (m_plain + m_plain_swapped.flip(1)))
     r = ReconstructionNet(**TINY)(torch.rand(2, 1, 6, 9))
     assert r.shape == (2, 2, 1, 6, 9)
     assert torch.all((r > 0) & (r < 1))
