@@ -12,15 +12,15 @@ import importlib
 import time
 from pathlib import Path
 
-from experiments.demos import OPTIONAL_PARTS, PARTS
+from experiments.demos import PARTS
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="darkroom demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
-    parser.add_argument("--only", nargs="*", choices=PARTS + OPTIONAL_PARTS, default=list(PARTS),
-                        help=f"run only these parts (default: {' '.join(PARTS)}; also: {' '.join(OPTIONAL_PARTS)})")
+    parser.add_argument("--only", nargs="*", choices=PARTS, default=list(PARTS),
+                        help=f"run only these parts (default: all, {' '.join(PARTS)})")
     parser.add_argument("--quick", action="store_true", help="tiny data and few steps (smoke test)")
     args = parser.parse_args(argv)
     t0 = time.time()

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from experiments import demo
-from experiments.demos import OPTIONAL_PARTS, PARTS
+from experiments.demos import PARTS
 
 
 @pytest.mark.slow
 def test_quick_demo_runs_every_part(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
-    parts = [*PARTS, *OPTIONAL_PARTS]
+    parts = list(PARTS)
     demo.main(["--quick", "--out", str(tmp_path), "--only", *parts])
     out = capsys.readouterr().out
     assert out.count("\n## ") == len(parts)

@@ -8,10 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 #: Demo parts in the order they run (module names under ``experiments.demos``).
-PARTS: tuple[str, ...] = ("zero_dce", "deepfuse", "dped", "sweep")
-#: Parts that run with ``darkroom demo --only refusion`` but are not in the default demo: within a CPU demo
-#: budget its check (ReFusion beats the pixel mean on Qabf) does not pass yet; see experiments/refusion/demo.yaml.
-OPTIONAL_PARTS: tuple[str, ...] = ("refusion",)
+PARTS: tuple[str, ...] = ("zero_dce", "deepfuse", "dped", "refusion", "sweep")
 
 
 @dataclass

@@ -59,7 +59,7 @@ def train_and_test(out: Path, quick: bool = False, epochs: int | None = None, n_
               "--data.init_args.val_root", str(data / "test"), "--data.init_args.test_root", str(data / "test"),
               "--run.root", str(out / "runs"), "--run.group", "refusion", "--seed_everything", str(3407 + seed)]
     if quick:
-        common += ["--data.init_args.crop_size", "48", "--model.init_args.meta_steps", "1"]
+        common += ["--data.init_args.crop_size", "48", "--model.init_args.first_meta_steps", "1"]
     common += list(overrides or [])
     fit_args = ["--trainer.max_epochs", str(epochs or 2)] if (quick or epochs) else []
     t0 = time.time()
