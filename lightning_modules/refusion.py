@@ -711,7 +711,8 @@ class ReFusion(LightningModule):
             default init some seeds start F anti-correlated with its sources (correlation −0.85 with the pixel mean
             at seed 3408), and such an F needs many more steps: on the demo data, trained with oracle gradient
             weights (v = 1 on the sharp source) and w = ½, Qabf after 200 steps was 0.57 (default init) vs 0.71
-            (zero init) at seed 3408, 0.73 vs 0.72 at seed 0. Ignored by weights loaded afterwards (``pretrained``, checkpoints).
+            (zero init) at seed 3408, 0.73 vs 0.72 at seed 0. Ignored by weights loaded afterwards
+            (``pretrained``, checkpoints).
         normalize_output: min–max normalise the fused Y at inference (official ``test.py``).
         chroma_tau: τ of :func:`fuse_chroma_official` in 0–255 units (official 0.5; intended 128).
         pretrained: an official ``ReFusion_*.pth`` (into F) or a Darkroom ``.ckpt``.

@@ -1,5 +1,5 @@
-"""Separable 'valid' window filtering shared by MEF-SSIM (:mod:`losses.mef_ssim`) and the fusion metrics
-(:mod:`metrics.fusion`)."""
+"""Separable windows and their 'valid' filtering, shared by MEF-SSIM (:mod:`losses.mef_ssim`) and the fusion
+metrics (:mod:`metrics.fusion`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["filter_valid"]
+__all__ = ["filter_valid", "gaussian_1d"]
+
+
+def gaussian_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Normalised 1-D Gaussian g (computed in float64) with outer(g, g) = MATLAB ``fspecial('gaussian', size, sigma)``.
+
+    fspecial zeroes entries below eps·max; for the windows used in this project (MEF-SSIM 11/1.5; VIF 17/3.4,
+    9/1.8, 5/1, 3/0.6) the smallest corner is > 1e-5·max, so nothing is zeroed and the window is separable.
+    """
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
+    g = torch.exp(-(x * x) / (2.0 * sigma * sigma))
+    return (g / g.sum()).to(dtype=dtype, device=device)
 
 
 def filter_valid(x: Tensor, kernel_1d: Tensor) -> Tensor:

@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from losses.filtering import filter_valid
+from losses.filtering import filter_valid, gaussian_1d
 
 __all__ = [
     "MEFSSIMLoss",
@@ -95,13 +95,6 @@ def _safe_sqrt(x: Tensor) -> Tensor:
     """sqrt(max(x, 0)) whose gradient is 0 (not inf/NaN) where x ≤ 0."""
     positive = x > 0
     return torch.where(positive, torch.where(positive, x, 1.0).sqrt(), 0.0)
-
-
-def _gaussian_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """1-D factor of MATLAB ``fspecial('gaussian', size, sigma)`` (its outer product is that kernel)."""
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
-    g = torch.exp(-(x * x) / (2.0 * sigma * sigma))
-    return (g / g.sum()).to(dtype=dtype, device=device)
 
 
 def _downsample(x: Tensor) -> Tensor:
@@ -169,7 +162,7 @@ def _mef_ssim_single_scale(x: Tensor, y: Tensor) -> Tensor:
 
     prods = x[:, iu] * x[:, ju]  # N×P×H×W
     box = torch.full((WINDOW_SIZE,), 1.0 / WINDOW_SIZE, dtype=dtype, device=device)
-    gauss = _gaussian_1d(WINDOW_SIZE, GAUSSIAN_SIGMA, dtype, device)
+    gauss = gaussian_1d(WINDOW_SIZE, GAUSSIAN_SIGMA, dtype, device)
 
     b_stats = filter_valid(torch.cat([x, prods], 1), box)
     g_stats = filter_valid(torch.cat([x, prods, x * y, y, y * y], 1), gauss)

@@ -47,7 +47,7 @@ from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure as _tm_ssim
 from torchmetrics.functional.image import visual_information_fidelity as _tm_vif
 
-from losses.filtering import filter_valid
+from losses.filtering import filter_valid, gaussian_1d
 
 __all__ = [
     "ALL_METRICS",
@@ -297,17 +297,6 @@ def _pairs(f: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
     return f.unsqueeze(1).expand(n, k, h, w).reshape(n * k, 1, h, w), s.reshape(n * k, 1, h, w)
 
 
-def _gauss1d(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Normalised 1-D Gaussian g with outer(g, g) = MATLAB ``fspecial('gaussian', size, sigma)``.
-
-    fspecial zeroes entries below eps·max; for the windows used here (17/3.4, 9/1.8, 5/1, 3/0.6,
-    11/1.5) the smallest corner is > 1e-5·max, so nothing is zeroed and the window is separable.
-    """
-    c = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
-    g = torch.exp(-(c * c) / (2 * sigma * sigma))
-    return g / g.sum()
-
-
 def _vif_pairs(f: Tensor, s: Tensor) -> Tensor:
     """VIFp(source, fused) per pair, N×K, as CDDFuse ``compare_viff`` (NaN → 1).
 
@@ -322,7 +311,7 @@ def _vif_pairs(f: Tensor, s: Tensor) -> Tensor:
     den = torch.zeros_like(num)
     for scale in range(1, 5):  # 4 scales (a loop over scales, not pixels)
         n = 2 ** (5 - scale) + 1
-        g = _gauss1d(n, n / 5.0, ref.dtype, ref.device)
+        g = gaussian_1d(n, n / 5.0, ref.dtype, ref.device)
         if scale > 1:
             both = filter_valid(torch.cat([ref, dist]), g)[..., ::2, ::2]
             ref, dist = both[:b], both[b:]
@@ -391,7 +380,7 @@ def _ssim_gauss_valid(f: Tensor, s: Tensor) -> Tensor:
     """Wang et al. / VIFB ``metricsSsim``: Gaussian 11×11 σ 1.5, 'valid', L = 255, per pair N×K."""
     _check_size(f, _SSIM_GAUSS_WIN)
     x, y = _pairs(f, s)
-    g = _gauss1d(_SSIM_GAUSS_WIN, 1.5, x.dtype, x.device)
+    g = gaussian_1d(_SSIM_GAUSS_WIN, 1.5, x.dtype, x.device)
 
     def filt(t: Tensor) -> Tensor:
         return filter_valid(t, g)

@@ -5,7 +5,7 @@ written too, under ``reference/``).
 The check (the issue's "beat the pixel mean on Qabf") compares like with like: ReFusion's fused Y and the pixel
 mean, both **raw** (no post-processing). ReFusion's official inference min–max normalises the fused Y per image
 (``normalize_output``); min–max normalising the pixel mean raises its Qabf (it stretches a low-contrast mean:
-0.636 → 0.740 on the seed-0 demo data) while it leaves ReFusion's about unchanged (0.712 → 0.709), so the table
+0.636 → 0.740 on the seed-0 demo data) while it leaves ReFusion's about unchanged (0.739 → 0.737), so the table
 reports both methods both ways. The fixed equal-weight loss (the ablation baseline: no meta-learning) is one
 ``--model.init_args.meta false`` away; ``demo.yaml`` has the measured figures.
 """
