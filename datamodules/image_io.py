@@ -10,15 +10,30 @@ for the awkward cases:
   so lossless formats are decoded with OpenCV, which keeps the bit depth);
 * JPEG / BMP are decoded with Pillow, as the official Zero-DCE code does, so our inputs are
   bit-identical to the ones the reference outputs were computed from;
+* the EXIF Orientation tag (values 2–8, what phones write instead of rotating the pixels) is applied on
+  read, for every format, exactly as ``PIL.ImageOps.exif_transpose`` does (its numpy equivalent is
+  :func:`apply_orientation`): JPEG / BMP from the tag Pillow parses, PNG from its ``eXIf`` chunk (before or
+  after the pixel data), TIFF from IFD0. The transpose comes *before* the optional resize, so ``size`` is the
+  ``(width, height)`` of the upright image, and :func:`check_image_header` returns the upright size
+  (width and height swapped for orientations 5–8). Files without the tag (or with orientation 1) are
+  decoded exactly as before. OpenCV's TIFF decoder handles the tag itself, inconsistently across versions
+  (OpenCV 5 flips 2–4 and cannot decode 5–8), so a TIFF with orientation 2–8 is decoded with ``tifffile``
+  (a dependency of scikit-image) in stored order and transposed here;
+* float TIFFs (float32 / float64, taken as already in [0, 1]) with NaN or infinite pixels raise
+  :class:`ImageReadError` saying how many pixels are affected;
 * a corrupt or unreadable file raises :class:`ImageReadError` naming the file and what was expected.
 
 Arrays are float32 H×W×C in [0, 1], RGB order. :func:`to_tensor` gives the C×H×W tensor the
-DataModules put in batches.
+DataModules put in batches. :func:`write_image` / :func:`write_uint8` write atomically (temporary file in
+the same folder, then ``os.replace``): a killed run never leaves a half-written image.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,6 +45,12 @@ from PIL import Image, UnidentifiedImageError
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 _LOSSLESS_CV2 = frozenset({".png", ".tif", ".tiff"})
 EXPECTED = "an RGB or greyscale JPEG/PNG/BMP/TIFF image (8 or 16 bit)"
+ORIENTATION_TAG = 0x0112
+_XMP_TAG = 700  # TIFF tag holding an XMP packet
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+_HEADER_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error, EOFError,
+                  KeyError, IndexError, TypeError)
 
 
 class ImageReadError(ValueError):
@@ -64,6 +85,188 @@ def list_images(folder: str | Path, *, what: str = "images") -> list[Path]:
         exts = "/".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
         raise DatasetLayoutError(f"{folder}: no image files found (expected {what}: {exts}, any case)")
     return files
+
+
+# ------------------------------------------------------------------------------------------- orientation
+def _valid_orientation(value: object) -> int:
+    """An Orientation tag value as 1–8; anything else (absent, 0, 9, a tuple) counts as 1 like Pillow."""
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _xmp_orientation(xmp: object) -> object:
+    """``tiff:Orientation`` from an XMP packet (str or bytes), the fallback ``Image.getexif`` uses."""
+    if isinstance(xmp, str):
+        match = re.search(r'tiff:Orientation(="|>)([0-9])', xmp)
+    elif isinstance(xmp, (bytes, bytearray)):
+        match = re.search(rb'tiff:Orientation(="|>)([0-9])', bytes(xmp))
+    else:
+        return None
+    return int(match[2]) if match else None
+
+
+def _png_exif_chunk(path: Path) -> bytes | None:
+    """The payload of a PNG's ``eXIf`` chunk wherever it is, reading chunk headers only (no decode).
+
+    Pillow parses chunks only up to the first ``IDAT`` when opening, and its ``getexif()`` decodes the
+    whole image to look further; seeking over the chunks costs a few reads.
+    """
+    with open(path, "rb") as f:
+        if f.read(8) != _PNG_SIGNATURE:
+            return None
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"eXIf":
+                return f.read(length)
+            if kind == b"IEND":
+                return None
+            f.seek(length + 4, 1)  # data and CRC
+
+
+def _is_tiff(path: Path) -> bool:
+    """Whether the file starts with a TIFF / BigTIFF signature."""
+    with open(path, "rb") as f:
+        return f.read(4) in _TIFF_SIGNATURES
+
+
+def _tiff_ifd0(path: Path) -> tuple[int, int, int] | None:
+    """``(width, height, orientation)`` from a TIFF's first IFD, or ``None`` if it is not a TIFF.
+
+    Works for pixel types Pillow cannot decode (float32 RGB, ...), which OpenCV reads.
+    """
+    with open(path, "rb") as f:
+        if f.read(4) not in _TIFF_SIGNATURES:
+            return None
+        f.seek(0)
+        ifd = Image.Exif()
+        ifd.load_from_fp(f)
+        width, height = ifd.get(256), ifd.get(257)
+        if not (isinstance(width, int) and isinstance(height, int)):
+            return None
+        value = ifd.get(ORIENTATION_TAG)
+        if value is None:
+            value = _xmp_orientation(ifd.get(_XMP_TAG))
+        return width, height, _valid_orientation(value)
+
+
+def _orientation_of(img: Image.Image, path: Path) -> int:
+    """EXIF orientation (1–8) of an opened, not necessarily loaded, Pillow image; headers only.
+
+    Metadata is advisory: an unparsable EXIF block counts as orientation 1 rather than failing the read.
+    """
+    try:
+        if img.format == "PNG":
+            if "exif" not in img.info:
+                data = _png_exif_chunk(path)
+                if data:
+                    img.info["exif"] = data
+            # The generic getexif reads img.info only; PngImageFile.getexif would decode the pixels first.
+            exif = Image.Image.getexif(img)
+        else:
+            exif = img.getexif()
+        return _valid_orientation(exif.get(ORIENTATION_TAG))
+    except _HEADER_ERRORS:
+        return 1
+
+
+def _header(path: Path) -> tuple[int, int, int]:
+    """``(width, height, orientation)`` of the stored pixels, from headers only.
+
+    TIFFs are read from their first IFD: Pillow cannot open some of them (float32 RGB), and recent Pillow
+    reports a TIFF's size already transposed for orientations 5–8 while older versions do not.
+    """
+    tiff = _tiff_ifd0(path)
+    if tiff is not None:
+        return tiff
+    with Image.open(path) as img:
+        return img.size[0], img.size[1], _orientation_of(img, path)
+
+
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF Orientation of an image file, 1–8 (1 when absent, invalid or unreadable); headers only.
+
+    Reads what ``PIL.ImageOps.exif_transpose`` reads: the EXIF block (JPEG APP1, PNG ``eXIf`` or
+    ``Raw profile type exif`` text, TIFF IFD0), else an XMP ``tiff:Orientation``.
+    """
+    try:
+        return _header(Path(path))[2]
+    except _HEADER_ERRORS:
+        return 1
+
+
+def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an H×W or H×W×C array (any dtype, any channel order) upright for an EXIF orientation.
+
+    The same pixels as ``PIL.ImageOps.exif_transpose`` (2: mirror, 3: rotate 180°, 4: flip, 5: transpose,
+    6: rotate 90° clockwise, 7: transverse, 8: rotate 90° counter-clockwise); 1 / unknown values return
+    ``arr`` itself. Orientations 5–8 swap height and width.
+    """
+    if orientation == 2:
+        out = arr[:, ::-1]
+    elif orientation == 3:
+        out = arr[::-1, ::-1]
+    elif orientation == 4:
+        out = arr[::-1]
+    elif orientation == 5:
+        out = arr.swapaxes(0, 1)
+    elif orientation == 6:
+        out = np.rot90(arr, -1)
+    elif orientation == 7:
+        out = arr.swapaxes(0, 1)[::-1, ::-1]
+    elif orientation == 8:
+        out = np.rot90(arr, 1)
+    else:
+        return arr
+    return np.ascontiguousarray(out)
+
+
+def _read_tiff_stored_order(path: Path, orientation: int) -> np.ndarray:
+    """First page of a TIFF as stored (no orientation applied), H×W or H×W×S, RGB order, via tifffile."""
+    try:
+        import tifffile
+    except ImportError as err:  # pragma: no cover - tifffile comes with scikit-image
+        raise ImageReadError(
+            f"{path}: TIFF with EXIF orientation {orientation} needs the tifffile package to be read upright "
+            f"(pip install tifffile)"
+        ) from err
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            photometric = int(page.photometric)
+            if photometric not in (1, 2):  # MINISBLACK, RGB
+                raise ImageReadError(
+                    f"{path}: TIFF with EXIF orientation {orientation} and photometric interpretation "
+                    f"{page.photometric.name} is not supported (expected {EXPECTED}, RGB or greyscale)"
+                )
+            arr = page.asarray()
+            separate = int(page.planarconfig) == 2
+    except ImageReadError:
+        raise
+    except Exception as err:  # tifffile raises many types (ValueError, TiffFileError, missing codecs, ...)
+        raise ImageReadError(
+            f"{path}: cannot decode the TIFF ({err}); it is corrupt or not an image (expected {EXPECTED})"
+        ) from err
+    if separate and arr.ndim == 3:
+        arr = np.moveaxis(arr, 0, -1)
+    return arr
+
+
+def _check_finite(arr: np.ndarray, path: Path) -> None:
+    """Float images must hold numbers: NaN / ±inf pixels raise :class:`ImageReadError` with their count."""
+    if arr.dtype not in (np.float32, np.float64) or np.isfinite(arr).all():
+        return
+    colour = arr[..., : arr.shape[2] - 1] if arr.ndim == 3 and arr.shape[2] in (2, 4) else arr
+    bad = ~np.isfinite(colour)
+    if not bad.any():  # only the alpha channel, which is dropped, is not finite
+        return
+    per_pixel = bad.any(axis=2) if bad.ndim == 3 else bad
+    n_nan, n_inf = int(np.isnan(colour).sum()), int(np.isinf(colour).sum())
+    raise ImageReadError(
+        f"{path}: {int(per_pixel.sum())} of {per_pixel.size} pixels are not finite ({n_nan} NaN and {n_inf} "
+        f"infinite values) in this {arr.dtype} image (expected finite values in [0, 1])"
+    )
 
 
 def _to_rgb_float(arr: np.ndarray, path: Path, bgr: bool) -> np.ndarray:
@@ -125,44 +328,51 @@ def _resize(arr: np.ndarray, size: tuple[int, int], resample: str) -> np.ndarray
 def read_image(
     path: str | Path, size: tuple[int, int] | None = None, resample: str = "lanczos"
 ) -> np.ndarray:
-    """Read an image file as float32 RGB, H×W×3 in [0, 1].
+    """Read an image file as float32 RGB, H×W×3 in [0, 1], upright (EXIF orientation applied).
 
     Args:
         path: the file.
-        size: optional ``(width, height)`` to resize to, on the decoded integer image with Pillow
-            (so ``size=(256, 256)`` reproduces the official Zero-DCE loader bit for bit).
+        size: optional ``(width, height)`` of the upright image to resize to, on the decoded integer image
+            with Pillow (so ``size=(256, 256)`` reproduces the official Zero-DCE loader bit for bit).
         resample: ``"lanczos"`` (official loaders), ``"bicubic"``, ``"bilinear"``, ``"area"``, ``"nearest"``.
 
     Raises:
-        ImageReadError: the file is missing, corrupt, truncated or not an image.
+        ImageReadError: the file is missing, corrupt, truncated or not an image, or a float image holds
+            NaN / infinite pixels.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: file not found (expected {EXPECTED})")
     if path.suffix.lower() in _LOSSLESS_CV2:
-        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        orientation = exif_orientation(path)
+        if orientation != 1 and _is_tiff(path):
+            arr, bgr = _read_tiff_stored_order(path, orientation), False
+        else:  # IMREAD_UNCHANGED keeps the bit depth and never applies the PNG orientation itself
+            arr, bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED), True
         if arr is None:
             raise ImageReadError(f"{path}: cannot decode the file; it is corrupt or not an image (expected {EXPECTED})")
-        if size is not None:
-            arr = _resize(arr, size, resample)
-        return _to_rgb_float(arr, path, bgr=True)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
-                img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
-            arr = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(
-            f"{path}: cannot decode the file ({err}); it is corrupt or not an image (expected {EXPECTED})"
-        ) from err
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8) * 255
-    elif arr.dtype == np.int32:  # Pillow mode "I" (e.g. 16-bit grey read as int32)
-        arr = np.clip(arr, 0, 65535).astype(np.uint16)
+    else:
+        bgr = False
+        try:
+            with Image.open(path) as img:
+                img.load()
+                orientation = _orientation_of(img, path)
+                if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+                    img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+                arr = np.asarray(img)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise ImageReadError(
+                f"{path}: cannot decode the file ({err}); it is corrupt or not an image (expected {EXPECTED})"
+            ) from err
+        if arr.dtype == bool:
+            arr = arr.astype(np.uint8) * 255
+        elif arr.dtype == np.int32:  # Pillow mode "I" (e.g. 16-bit grey read as int32)
+            arr = np.clip(arr, 0, 65535).astype(np.uint16)
+    _check_finite(arr, path)
+    arr = apply_orientation(arr, orientation)  # upright first: ``size`` is the upright (width, height)
     if size is not None:
         arr = _resize(arr, size, resample)
-    return _to_rgb_float(arr, path, bgr=False)
+    return _to_rgb_float(arr, path, bgr=bgr)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -176,17 +386,19 @@ def load_tensor(path: str | Path, size: tuple[int, int] | None = None, resample:
 
 
 def check_image_header(path: str | Path) -> tuple[int, int]:
-    """Cheap validity check (header only, no full decode): returns ``(width, height)``.
+    """Cheap validity check (header only, no full decode): returns the upright ``(width, height)``.
 
-    Used by DataModules at ``setup()`` so a non-image file fails before training starts,
-    naming the file, instead of hours into an epoch.
+    Upright: width and height of the stored pixels swapped for EXIF orientations 5–8, i.e. the size
+    :func:`read_image` returns. Used by DataModules at ``setup()`` so a non-image file fails before training
+    starts, naming the file, instead of hours into an epoch. TIFFs are checked from their first IFD, so
+    the float32 RGB TIFFs :func:`read_image` decodes with OpenCV pass too.
     """
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        width, height, orientation = _header(path)
+    except _HEADER_ERRORS as err:
         raise ImageReadError(f"{path}: not a readable image ({err}) (expected {EXPECTED})") from err
+    return (height, width) if orientation >= 5 else (width, height)
 
 
 def quantize(image: torch.Tensor) -> np.ndarray:
@@ -200,27 +412,43 @@ def quantize(image: torch.Tensor) -> np.ndarray:
     return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def write_image(path: str | Path, image: torch.Tensor | np.ndarray) -> Path:
-    """Write a float image in [0, 1] (3×H×W tensor or H×W×3 array) as an 8-bit file (PNG by extension)."""
-    path = Path(path)
+def _save_atomic(img: Image.Image, path: Path, **params: object) -> Path:
+    """Save ``img`` to ``path`` atomically: encode into a hidden temporary file in the same folder, then
+    ``os.replace`` it onto ``path``, so a kill or a full disk never leaves a truncated image behind.
+
+    The temporary name (``.<name>.<pid>.<random>.tmp``) has no image extension, so a leftover from a
+    ``kill -9`` is never listed as an image.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown image file extension {path.suffix!r} (expected .png, .jpg, ...)")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        img.save(tmp, format=fmt, **params)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_image(path: str | Path, image: torch.Tensor | np.ndarray) -> Path:
+    """Write a float image in [0, 1] (C×H×W tensor or H×W×C array, C = 1 or 3) as an 8-bit file
+    (format by extension, PNG for ``.png``), atomically (see :func:`_save_atomic`)."""
     arr = quantize(image)
     if arr.shape[2] == 1:
         arr = arr[..., 0]
-    Image.fromarray(arr).save(path)
-    return path
+    return _save_atomic(Image.fromarray(arr), Path(path))
 
 
 def write_uint8(path: str | Path, image: np.ndarray, quality: int = 95) -> Path:
-    """Write an H×W×3 (or H×W) uint8 RGB array; JPEG quality applies to ``.jpg``."""
+    """Write an H×W×3 (or H×W) uint8 RGB array atomically; JPEG quality applies to ``.jpg``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.fromarray(image)
     if path.suffix.lower() in (".jpg", ".jpeg"):
-        img.save(path, quality=quality)
-    else:
-        img.save(path)
-    return path
+        return _save_atomic(img, path, quality=quality)
+    return _save_atomic(img, path)
 
 
 def image_files(paths: Iterable[str | Path]) -> list[Path]:

@@ -1,17 +1,19 @@
-"""Callbacks the ``darkroom`` command adds to every run: results.json after testing, prediction files."""
+"""Callbacks the ``darkroom`` command adds to every run: results files after testing, the fit timer."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
 
-from datamodules.image_io import write_image
 from experiments.env import git_commit
 
 
@@ -27,26 +29,60 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-class ResultsWriter(Callback):
-    """Writes ``results.json`` into the run directory at the end of ``test``.
+class NonFiniteMetricError(ValueError):
+    """A test metric came out NaN or infinite; ``results.json`` then records it as ``null``, never as a number."""
 
-    Contents: every ``test/*`` metric, the paper, the full resolved config, the git commit, the
-    checkpoint path, the dataset root(s), the W&B run id, and a timestamp — everything
-    ``darkroom table`` / ``darkroom compare`` need, without W&B.
+
+def dataset_tag(config: dict) -> str:
+    """A file-name tag for the test data of ``config``: ``<test root's folder name>-<8 hex of its path>``."""
+    data = config.get("data", {}) or {}
+    init = (data.get("init_args", data) if isinstance(data, dict) else {}) or {}
+    root = init.get("test_root") or init.get("root")
+    if not root:
+        return "test"
+    resolved = str(Path(root).expanduser().resolve())
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(resolved).name)[:40] or "root"
+    return f"{name}-{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
+
+
+class ResultsWriter(Callback):
+    """Writes the results of a ``test`` into the run directory.
+
+    Each test data set gets its own file, ``results_<tag>.json`` (:func:`dataset_tag`), so testing one
+    checkpoint on several data sets overwrites nothing; the newest is also written as ``results.json``
+    (what ``darkroom table`` and ``darkroom compare`` read). Files are written atomically.
+
+    Contents: every ``test/*`` metric (a non-finite value is written as ``null``, listed under
+    ``nonfinite_metrics``, and the command then fails with :class:`NonFiniteMetricError`), the paper,
+    the precision of training and of evaluation, the world size, the checkpoint and its global step,
+    the full resolved config, the git commit, the dataset root(s), the W&B run id and a timestamp.
     """
 
-    def __init__(self, run_dir: str | Path, config: dict, ckpt_path: str | None, wandb_id: str | None) -> None:
+    def __init__(self, run_dir: str | Path, config: dict, ckpt_path: str | None, wandb_id: str | None,
+                 precision: dict[str, str] | None = None, checkpoint_step: int | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.config = config
         self.ckpt_path = ckpt_path
         self.wandb_id = wandb_id
+        self.precision = precision or {}
+        self.checkpoint_step = checkpoint_step
         self.path: Path | None = None
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        metrics = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items()
-                   if k.startswith("test/")}
+        metrics: dict[str, float | None] = {}
+        nonfinite: list[str] = []
+        for k, v in trainer.callback_metrics.items():
+            if not k.startswith("test/"):
+                continue
+            value = float(v)
+            name = k.split("/", 1)[1]
+            if math.isfinite(value):
+                metrics[name] = value
+            else:
+                metrics[name] = None
+                nonfinite.append(name)
         data = self.config.get("data", {}) or {}
         init = data.get("init_args", data) if isinstance(data, dict) else {}
         roots = {k: v for k, v in (init or {}).items() if k.endswith("root") and v}
@@ -56,7 +92,11 @@ class ResultsWriter(Callback):
             "paper": getattr(pl_module, "paper", type(pl_module).__name__),
             "model": type(pl_module).__name__,
             "metrics": metrics,
+            "nonfinite_metrics": nonfinite,
+            "precision": self.precision,
+            "world_size": trainer.world_size,
             "checkpoint": str(Path(self.ckpt_path).resolve()) if self.ckpt_path else None,
+            "checkpoint_step": self.checkpoint_step,
             "pretrained": getattr(pl_module.hparams, "pretrained", None) if hasattr(pl_module, "hparams") else None,
             "dataset_root": roots,
             "git_commit": git_commit(),
@@ -65,40 +105,48 @@ class ResultsWriter(Callback):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "config": _jsonable(self.config),
         }
+        text = json.dumps(results, indent=2, allow_nan=False)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.run_dir / "results.json"
-        self.path.write_text(json.dumps(results, indent=2))
+        self.path = self.run_dir / f"results_{dataset_tag(self.config)}.json"
+        atomic_write_text(self.path, text)
+        atomic_write_text(self.run_dir / "results.json", text)
+        if nonfinite:
+            raise NonFiniteMetricError(f"{self.path}: test metrics {', '.join(nonfinite)} are not finite "
+                                       "(NaN or inf); they are recorded as null")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 class FitTimer(Callback):
-    """Wall-clock seconds of the training loop (``on_train_start`` → ``on_train_end``), written to
-    ``<run_dir>/timing.json`` so sweeps can report their own overhead beyond training."""
+    """Wall-clock seconds of training, summed over every segment of a resumed run.
+
+    The running total is part of each checkpoint (callback state), so a run killed and resumed counts
+    the time of the segment that was killed up to its last checkpoint. Written to
+    ``<run_dir>/timing.json`` when training ends (``fit_seconds``, ``global_step``).
+    """
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / "timing.json"
-        self._t0 = 0.0
+        self._t0 = time.perf_counter()
+        self._before = 0.0
+
+    def seconds(self) -> float:
+        return self._before + time.perf_counter() - self._t0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fit_seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._before = float(state_dict.get("fit_seconds", 0.0))
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._t0 = time.perf_counter()
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero:
-            previous = json.loads(self.path.read_text()) if self.path.exists() else {}
-            total = previous.get("fit_seconds", 0.0) + time.perf_counter() - self._t0
-            self.path.write_text(json.dumps({"fit_seconds": total, "global_step": trainer.global_step}))
-
-
-class ImageWriter(BasePredictionWriter):
-    """Writes each predicted image as ``<output_dir>/<name>.png`` at full resolution.
-
-    ``predict_step`` returns ``{"output": N×C×H×W in [0, 1], "name": [str, ...]}``.
-    """
-
-    def __init__(self, output_dir: str | Path) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir = Path(output_dir)
-        self.written: list[Path] = []
-
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        for image, name in zip(prediction["output"], prediction["name"], strict=True):
-            self.written.append(write_image(self.output_dir / f"{name}.png", image))
+            atomic_write_text(self.path, json.dumps({"fit_seconds": self.seconds(), "global_step": trainer.global_step}))

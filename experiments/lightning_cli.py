@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from experiments.env import configure_environment
 
@@ -14,6 +15,9 @@ configure_environment()
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
 warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint need to be provided.*")
+warnings.filterwarnings("ignore", message=".*Consider setting `persistent_workers=True`.*")
+# Darkroom's ResumeState callback positions the sampler itself (experiments/checkpointing.py)
+warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
 for _name in ("lightning.pytorch", "lightning.fabric"):  # drop Lightning's advertising tips from run output
     for _handler in logging.getLogger(_name).handlers:
         _handler.addFilter(lambda record: "💡 Tip" not in record.getMessage())
@@ -22,8 +26,19 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer  # n
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 
-from experiments.callbacks import FitTimer, ImageWriter, ResultsWriter  # noqa: E402
+from experiments.callbacks import FitTimer, ResultsWriter  # noqa: E402
+from experiments.checkpointing import AtomicCheckpointIO, LastCheckpoint, ResumeState, parse_interval  # noqa: E402
 from experiments.loggers import make_loggers, new_run_name, run_dir_of_checkpoint, wandb_id  # noqa: E402
+from experiments.nonfinite_guard import NonFiniteGuard  # noqa: E402
+from experiments.precision import (  # noqa: E402
+    MIXED,
+    FP32EvalMixedPrecision,
+    autocast_device,
+    evaluation_precision,
+    normalise_precision,
+)
+from experiments.prediction_writer import ImageWriter  # noqa: E402
+from lightning_modules.checkpoints import load_checkpoint_file  # noqa: E402
 
 _RUN_NAME_ENV = "DARKROOM_RUN_NAME"
 
@@ -37,10 +52,20 @@ class DarkroomCLI(LightningCLI):
     ``--run.output_dir`` (predict: where the PNGs go; default ``<run dir>/predictions``).
     A ``--ckpt_path`` inside an existing run directory makes the command work in that run directory
     (resume continues the same W&B run).
+
+    Checkpoints (see :mod:`experiments.checkpointing`): ``checkpoints/last.ckpt`` is the latest state,
+    written atomically at every epoch end, at the end of training and every ``--run.checkpoint_every``
+    (default ``10min``; ``500`` = every 500 steps); with validation, ``best-step=N.ckpt`` is the best by
+    the model's monitored metric. Validation, test and predict run in fp32 under a mixed-precision
+    ``--trainer.precision`` (``--run.eval_precision autocast`` opts out; see :mod:`experiments.precision`).
+    A ``--ckpt_path`` of another model class than the config's is refused; its hyper-parameters replace
+    the config file's values (each change is printed), but arguments typed on the command line win.
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        self._argv = list(sys.argv[1:] if args is None else args)
+        self._ckpt_meta: dict[str, Any] = {}
         self.run_dir: Path | None = None
         self.results_writer: ResultsWriter | None = None
         self.image_writer: ImageWriter | None = None
@@ -67,10 +92,64 @@ class DarkroomCLI(LightningCLI):
         parser.add_argument("--run.test_after_fit", type=bool, default=False,
                             help="fit: test the best checkpoint when training ends and write results.json "
                                  "(what sweep runs do).")
+        parser.add_argument("--run.checkpoint_every", type=str | None, default="10min",
+                            help="fit: also write last.ckpt every N steps ('500') or every period ('10min', "
+                                 "'90s', '1h') inside epochs; it is always written at every epoch end.")
+        parser.add_argument("--run.on_nonfinite", type=Literal["stop", "skip"] | None, default="stop",
+                            help="fit: a NaN/inf loss or gradient stops the run (no update, non-zero exit) "
+                                 "or skips the batch (counted as train/nonfinite_skipped); null: no guard.")
+        parser.add_argument("--run.overwrite", type=bool, default=False,
+                            help="predict: replace output files that already exist (default: refuse).")
+        parser.add_argument("--run.eval_precision", type=Literal["32", "autocast"], default="32",
+                            help="validation/test/predict under a mixed --trainer.precision: '32' (fp32 "
+                                 "metrics, default) or 'autocast' (faster, reduced precision; recorded).")
 
     def after_fit(self) -> None:
         if self.config["fit"]["run"].test_after_fit:
             _run_test_after_fit(self)
+
+    # -- --ckpt_path ----------------------------------------------------------------------------
+    def _parse_ckpt_path(self) -> None:
+        """Check ``--ckpt_path`` and merge its hyper-parameters into the config (Lightning's rule), except
+        that a checkpoint of another model class is an error and command-line ``--model.*`` values win."""
+        sub = self.config.get("subcommand")
+        if not sub:
+            return
+        ckpt_path = self.config[sub].get("ckpt_path")
+        if not ckpt_path or ckpt_path in ("last", "hpc", "registry") or str(ckpt_path).startswith(("http:", "https:")):
+            return
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"{ckpt_path}: --ckpt_path file not found")
+        ckpt = load_checkpoint_file(ckpt_path)
+        self._ckpt_meta = {"global_step": ckpt.get("global_step"), "epoch": ckpt.get("epoch")}
+        hparams = dict(ckpt.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        ckpt_class = (ckpt.get("darkroom") or {}).get("model_class") or hparams.get("_class_path")
+        config_class = self.config[sub].get("model.class_path")
+        if ckpt_class and config_class and ckpt_class != config_class:
+            raise CheckpointMismatchError(
+                f"{ckpt_path}: a checkpoint of {ckpt_class}, but the config's model is {config_class}; "
+                "use the config the checkpoint was trained with")
+        if not hparams:
+            return
+        class_path = hparams.pop("_class_path", None)
+        model = {"class_path": class_path, "dict_kwargs": hparams} if class_path else hparams
+        before = self.config[sub].clone()
+        merged = self.parser.parse_object({sub: {"model": model}}, self.config)
+        typed = _typed_model_keys(self._argv)
+        old, new = _flat(before.get("model.init_args")), _flat(merged[sub].get("model.init_args"))
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) == new.get(key):
+                continue
+            dotted = f"model.init_args.{key}"
+            if dotted in typed:
+                merged[sub][dotted] = before[dotted]
+                print(f"darkroom: --{dotted}={old.get(key)!r} (command line) kept over the checkpoint's "
+                      f"{new.get(key)!r}", file=sys.stderr)
+            else:
+                print(f"darkroom: {dotted} = {new.get(key)!r} from the checkpoint (the config said "
+                      f"{old.get(key)!r})", file=sys.stderr)
+        self.config = merged
 
     # -- run directory -------------------------------------------------------------------------
     def _resolve_run_dir(self, run: Any, ckpt_path: str | None, group: str) -> Path:
@@ -106,31 +185,53 @@ class DarkroomCLI(LightningCLI):
         kwargs.setdefault("default_root_dir", str(self.run_dir))
 
         callbacks = list(trainer_cfg.get("callbacks") or [])
+        plugins = list(trainer_cfg.get("plugins") or [])
+        if not isinstance(plugins, list):
+            plugins = [plugins]
+        plugins.append(AtomicCheckpointIO())
+        train_precision = normalise_precision(trainer_cfg.get("precision"))
+        if train_precision in MIXED and run.eval_precision == "32":
+            plugins.append(FP32EvalMixedPrecision(train_precision, autocast_device(trainer_cfg.get("accelerator"))))
+            kwargs["precision"] = None
+        elif train_precision not in MIXED and train_precision != "32-true" and sub != "fit":
+            print(f"darkroom: evaluating in {train_precision} (the weights themselves are in reduced precision); "
+                  "use --trainer.precision 32-true for fp32 metrics", file=sys.stderr)
+        kwargs["plugins"] = plugins
+        self._precision = {"trainer": train_precision,
+                           "evaluation": evaluation_precision(train_precision, run.eval_precision)}
+        if sub == "fit" and run.on_nonfinite:
+            callbacks.insert(0, NonFiniteGuard(action=run.on_nonfinite))
         if sub == "fit" and trainer_cfg.get("enable_checkpointing", True) is not False:
+            parse_interval(run.checkpoint_every)  # a bad interval fails here, before any work
+            ckpt_dir = self.run_dir / "checkpoints"
+            callbacks += [LastCheckpoint(ckpt_dir, every=run.checkpoint_every), ResumeState(), FitTimer(self.run_dir)]
             monitor, mode = getattr(self.model, "monitor", (None, "min"))
-            if not _has_validation(self.datamodule):
-                monitor = None
-            callbacks.append(ModelCheckpoint(dirpath=str(self.run_dir / "checkpoints"), monitor=monitor, mode=mode,
-                                             save_last=True, save_top_k=1,
-                                             filename="best-{step}" if monitor else "{step}"))
-            callbacks.append(FitTimer(self.run_dir))
+            if monitor and _has_validation(self.datamodule):
+                callbacks.append(ModelCheckpoint(dirpath=str(ckpt_dir), monitor=monitor, mode=mode, save_last=False,
+                                                 save_top_k=1, filename="best-{step}"))
+            else:
+                kwargs["enable_checkpointing"] = False  # no best-by-metric file; Lightning would add its own
         self._config_dict = config_dict
         self._wandb_id = wandb_id(self.run_dir) if run.wandb else None
         if sub == "test":
-            self.results_writer = ResultsWriter(self.run_dir, config_dict, ckpt_path, self._wandb_id)
+            self.results_writer = ResultsWriter(self.run_dir, config_dict, ckpt_path, self._wandb_id,
+                                                precision=self._precision,
+                                                checkpoint_step=self._ckpt_meta.get("global_step"))
             callbacks.append(self.results_writer)
         if sub == "predict":
-            self.image_writer = ImageWriter(run.output_dir or self.run_dir / "predictions")
+            self.image_writer = ImageWriter(run.output_dir or self.run_dir / "predictions", overwrite=run.overwrite)
             callbacks.append(self.image_writer)
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
 
 def _best_checkpoint(trainer: Trainer) -> str | None:
-    cb = trainer.checkpoint_callback
-    if cb is None:
-        return None
-    return cb.best_model_path or cb.last_model_path or None
+    """The best-by-metric checkpoint of the fit, else its ``last.ckpt``."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback is not None else ""
+    if best:
+        return best
+    last = next((cb.path for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)), None)
+    return str(last) if last is not None and last.is_file() else None
 
 
 def _finish_wandb() -> None:
@@ -144,7 +245,9 @@ def _finish_wandb() -> None:
 def _run_test_after_fit(cli: DarkroomCLI) -> None:
     """Test the best (else last) checkpoint of the fit that just ended, in the same process and W&B run."""
     ckpt = _best_checkpoint(cli.trainer)
-    cli.results_writer = ResultsWriter(cli.run_dir, cli._config_dict, ckpt, cli._wandb_id)
+    step = load_checkpoint_file(ckpt).get("global_step") if ckpt else None
+    cli.results_writer = ResultsWriter(cli.run_dir, cli._config_dict, ckpt, cli._wandb_id,
+                                       precision=cli._precision, checkpoint_step=step)
     cli.trainer.callbacks.append(cli.results_writer)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt)
 
@@ -154,6 +257,37 @@ def _has_validation(datamodule: LightningDataModule | None) -> bool:
         return False
     hp = getattr(datamodule, "hparams", {})
     return any(hp.get(k) for k in ("val_root", "val_dir")) or bool(getattr(datamodule, "has_validation", False))
+
+
+class CheckpointMismatchError(ValueError):
+    """``--ckpt_path`` holds another LightningModule class than the config's ``model``."""
+
+
+def _typed_model_keys(argv: list[str]) -> set[str]:
+    """Dotted ``model.init_args.*`` keys given on the command line (``--model.init_args.lr=1`` or ``--model.lr 1``)."""
+    keys = set()
+    for token in argv:
+        if not token.startswith("--model."):
+            continue
+        key = token[2:].split("=", 1)[0]
+        if not key.startswith("model.init_args.") and key not in ("model.class_path", "model.help"):
+            key = "model.init_args." + key[len("model."):]
+        keys.add(key)
+    return keys
+
+
+def _flat(ns: Any, prefix: str = "") -> dict[str, Any]:
+    """A (nested) jsonargparse Namespace or dict → ``{"a.b": value}``."""
+    if ns is None:
+        return {}
+    items = ns.items() if isinstance(ns, dict) else vars(ns).items()
+    out: dict[str, Any] = {}
+    for k, v in items:
+        if isinstance(v, dict) or hasattr(v, "__dict__") and type(v).__name__ == "Namespace":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _namespace_to_dict(ns: Any) -> dict:

@@ -20,8 +20,9 @@ WANDB_PROJECT = "darkroom"
 def run_dir_of_checkpoint(ckpt_path: str | Path) -> Path | None:
     """``runs/g/n/checkpoints/last.ckpt`` → ``runs/g/n`` (None if the checkpoint is not in a run dir)."""
     ckpt = Path(ckpt_path).resolve()
-    if ckpt.parent.name == "checkpoints" and (ckpt.parent.parent / "wandb_id.txt").exists():
-        return ckpt.parent.parent
+    run = ckpt.parent.parent
+    if ckpt.parent.name == "checkpoints" and ((run / "wandb_id.txt").exists() or (run / "logs").is_dir()):
+        return run
     return None
 
 

@@ -30,6 +30,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from lightning_modules.checkpoints import load_checkpoint_file
 from lightning_modules.image_grid import log_grid, save_samples
 from lightning_modules.tf_checkpoint import checkpoint_files, load_tf_checkpoint
 from losses.dped import ALTERNATIVE_WEIGHTS, OFFICIAL_WEIGHTS, DPEDGeneratorLoss, discriminator_loss
@@ -414,7 +415,7 @@ class DPED(LightningModule):
         if path.suffix == ".ckpt":
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: checkpoint not found")
-            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+            state = load_checkpoint_file(path)["state_dict"]
             for name in ("generator", "discriminator"):
                 sub = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
                 if sub:
