@@ -77,6 +77,10 @@ class UnpaddedDistributedSampler(DistributedSampler):
 
     def __init__(self, dataset: Dataset) -> None:
         world, rank = _world()
+        if len(dataset) < world:  # type: ignore[arg-type]
+            # a rank without a batch skips its loop while the others wait for it in the metric sync
+            raise ValueError(f"{len(dataset)} evaluation samples on {world} processes: each process needs at "  # type: ignore[arg-type]
+                             f"least one; use --trainer.devices {len(dataset)} or fewer")  # type: ignore[arg-type]
         super().__init__(dataset, num_replicas=world, rank=rank, shuffle=False, drop_last=False)
         self.num_samples = len(range(rank, len(dataset), world))  # type: ignore[arg-type]
         self.total_size = len(dataset)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ warnings.filterwarnings("ignore", message=".*callbacks used to create the checkp
 warnings.filterwarnings("ignore", message=".*Consider setting `persistent_workers=True`.*")
 # Darkroom's ResumeState callback positions the sampler itself (experiments/checkpointing.py)
 warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
 for _name in ("lightning.pytorch", "lightning.fabric"):  # drop Lightning's advertising tips from run output
     for _handler in logging.getLogger(_name).handlers:
         _handler.addFilter(lambda record: "💡 Tip" not in record.getMessage())
@@ -38,7 +39,7 @@ from experiments.precision import (  # noqa: E402
     normalise_precision,
 )
 from experiments.prediction_writer import ImageWriter  # noqa: E402
-from lightning_modules.checkpoints import load_checkpoint_file  # noqa: E402
+from lightning_modules.checkpoints import CheckpointError, load_checkpoint_file  # noqa: E402
 
 _RUN_NAME_ENV = "DARKROOM_RUN_NAME"
 
@@ -107,6 +108,17 @@ class DarkroomCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.config["fit"]["run"].test_after_fit:
             _run_test_after_fit(self)
+
+    def instantiate_classes(self) -> None:
+        """As Lightning's, but a checkpoint error inside a model constructor (``pretrained=``) is raised as
+        itself, not inside jsonargparse's "Does not validate against any of the Union subtypes"."""
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            cause = _cause_of_type(err, CheckpointError)
+            if cause is None:
+                raise
+            raise cause from None
 
     # -- --ckpt_path ----------------------------------------------------------------------------
     def _parse_ckpt_path(self) -> None:
@@ -261,6 +273,17 @@ def _has_validation(datamodule: LightningDataModule | None) -> bool:
 
 class CheckpointMismatchError(ValueError):
     """``--ckpt_path`` holds another LightningModule class than the config's ``model``."""
+
+
+def _cause_of_type(err: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of type ``kind`` in ``err``'s ``__cause__`` / ``__context__`` chain (``err`` included)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _typed_model_keys(argv: list[str]) -> set[str]:
