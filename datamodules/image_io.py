@@ -30,9 +30,7 @@ the same folder, then ``os.replace``): a killed run never leaves a half-written 
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import struct
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,6 +39,8 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from datamodules.atomic_files import atomic_write
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 _LOSSLESS_CV2 = frozenset({".png", ".tif", ".tiff"})
@@ -423,14 +423,7 @@ def _save_atomic(img: Image.Image, path: Path, **params: object) -> Path:
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"{path}: unknown image file extension {path.suffix!r} (expected .png, .jpg, ...)")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        img.save(tmp, format=fmt, **params)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: img.save(f, format=fmt, **params))
 
 
 def write_image(path: str | Path, image: torch.Tensor | np.ndarray) -> Path:

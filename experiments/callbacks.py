@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from datamodules.atomic_files import atomic_write_text
 from experiments.env import git_commit
 
 
@@ -113,13 +113,6 @@ class ResultsWriter(Callback):
         if nonfinite:
             raise NonFiniteMetricError(f"{self.path}: test metrics {', '.join(nonfinite)} are not finite "
                                        "(NaN or inf); they are recorded as null")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class FitTimer(Callback):

@@ -1,7 +1,8 @@
 """Checkpoints that never lose or rewind work, and resumes that continue exactly.
 
 * :class:`AtomicCheckpointIO`: every checkpoint file (``last.ckpt`` and the best ones) is written to a
-  temp file in the checkpoint's own folder, fsynced and renamed over the target, so a kill at any moment
+  temp file in the checkpoint's own folder, fsynced and renamed over the target
+  (:mod:`datamodules.atomic_files`), so a kill at any moment
   leaves either the previous complete file or the new complete file. (Lightning's default goes through
   an fsspec transaction whose temp file lives in ``$TMPDIR``; on another filesystem the final move is a
   copy, and a kill during it leaves a torn file.) Temp files of killed writers are removed when the next
@@ -13,21 +14,22 @@
   on a resume, restores them, puts the training sampler at the checkpoint's epoch and position, and
   restarts the training data iterator there.
 
-What a resume guarantees (measured by ``tests/faults/test_kill_resume.py``):
+What a resume guarantees (tested by ``tests/faults/test_kill_resume.py``):
 
 * **at an epoch boundary** (``last.ckpt`` from an epoch end): the step count, the epoch, the data order,
   the worker seeds and the global RNG continue as in an uninterrupted run, so the final weights equal an
   uninterrupted run's to float tolerance;
 * **mid-epoch** (an interval checkpoint): the step count, the epoch and the data order continue (the rest
-  of the epoch's samples, none repeated or skipped). Random augmentation drawn in the main process is
-  also exact, except for the one batch that Lightning had prefetched before the save; augmentation drawn
-  in DataLoader workers is re-drawn for the rest of that epoch (the workers restart at a different batch).
-  Models trained without random augmentation (Zero-DCE's loader) resume exactly.
+  of the epoch's samples, none repeated or skipped), and random augmentation drawn in the main process
+  continues from the restored RNG. Augmentation drawn in DataLoader workers is re-drawn for the rest of
+  that epoch (the workers restart at another batch, so each draws from another point of its stream);
+  from the next epoch on, the worker seeds are again those of an uninterrupted run.
+
+Measured weight differences after kill and resume: ``tests/faults/NOTES.md``.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -39,64 +41,13 @@ from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from datamodules.atomic_files import atomic_write, remove_stale_temp_files
 from datamodules.samplers import ResumableRandomSampler
-
-_TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save(obj, path)`` via ``.<name>.tmp-<pid>`` in the same folder, fsync and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with tmp.open("wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temp_files(folder: str | Path) -> list[Path]:
-    """Delete the temp files that killed writers left in ``folder`` (their PID is no longer alive)."""
-    folder = Path(folder)
-    removed: list[Path] = []
-    if not folder.is_dir():
-        return removed
-    for p in folder.iterdir():
-        m = _TEMP_PATTERN.match(p.name)
-        if m and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"])):
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
+    """``torch.save(obj, path)`` through :func:`datamodules.atomic_files.atomic_write`."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -237,13 +237,16 @@ class DarkroomCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
-def _best_checkpoint(trainer: Trainer) -> str | None:
-    """The best-by-metric checkpoint of the fit, else its ``last.ckpt``."""
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback is not None else ""
-    if best:
-        return best
+def last_checkpoint(trainer: Trainer) -> str | None:
+    """The fit's ``last.ckpt`` (its latest state), or None if it wrote none."""
     last = next((cb.path for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)), None)
     return str(last) if last is not None and last.is_file() else None
+
+
+def best_checkpoint(trainer: Trainer) -> str | None:
+    """The fit's best checkpoint by the monitored validation metric, else its ``last.ckpt``."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback is not None else ""
+    return best or last_checkpoint(trainer)
 
 
 def _finish_wandb() -> None:
@@ -256,7 +259,7 @@ def _finish_wandb() -> None:
 
 def _run_test_after_fit(cli: DarkroomCLI) -> None:
     """Test the best (else last) checkpoint of the fit that just ended, in the same process and W&B run."""
-    ckpt = _best_checkpoint(cli.trainer)
+    ckpt = best_checkpoint(cli.trainer)
     step = load_checkpoint_file(ckpt).get("global_step") if ckpt else None
     cli.results_writer = ResultsWriter(cli.run_dir, cli._config_dict, ckpt, cli._wandb_id,
                                        precision=cli._precision, checkpoint_step=step)

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from experiments.cli import cli_main
+from experiments.lightning_cli import last_checkpoint
 from lightning_modules.deepfuse import DeepFuse, rgb_to_ycbcr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +118,7 @@ def test_training_steps_improve_mef_ssim(stacks_root):
 def test_test_writes_results_with_baselines(stacks_root, tmp_path):
     args = ["-c", str(CONFIGS / "demo.yaml"), *_args(stacks_root, tmp_path), "--run.name", "t"]
     fit = cli_main(["fit", *args])
-    last = fit.trainer.checkpoint_callback.last_model_path
+    last = last_checkpoint(fit.trainer)
     test = cli_main(["test", *args, "--ckpt_path", last])
     results = json.loads(Path(test.results_writer.path).read_text())
     metrics = results["metrics"]

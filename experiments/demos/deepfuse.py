@@ -19,6 +19,7 @@ def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
     """Train DeepFuse on synthetic stacks (extreme pairs) and test it on whole synthetic test stacks."""
     from datamodules.synthetic.exposure_stacks import write_exposure_stacks
     from experiments.cli import cli_main
+    from experiments.lightning_cli import best_checkpoint
 
     steps = steps or (8 if quick else 150)
     t0 = time.time()
@@ -33,7 +34,7 @@ def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
     t0 = time.time()
     fit = cli_main(["fit", *common, "--run.name", f"demo-{time.strftime('%Y%m%d-%H%M%S')}",
                     "--trainer.max_steps", str(steps)])
-    ckpt = fit.trainer.checkpoint_callback.best_model_path or fit.trainer.checkpoint_callback.last_model_path
+    ckpt = best_checkpoint(fit.trainer)
     print(f"[demo] DeepFuse trained {fit.trainer.global_step} steps in {time.time() - t0:.0f} s → {ckpt}")
     test = cli_main(["test", *common, "--ckpt_path", ckpt])
     m = json.loads(Path(test.results_writer.path).read_text())["metrics"]

@@ -20,6 +20,7 @@ def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
     from datamodules.alignment import prepare_dped
     from datamodules.synthetic.dped_pairs import write_phone_dslr_pairs
     from experiments.cli import cli_main
+    from experiments.lightning_cli import last_checkpoint
 
     t0 = time.time()
     raw = write_phone_dslr_pairs(out / "data" / "dped_raw", n_pairs=6 if quick else 16, size=(640, 480), seed=0)
@@ -35,7 +36,7 @@ def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
     if steps is not None or quick:
         fit_args += ["--trainer.max_steps", str(steps or 10)]
     fit = cli_main(fit_args)
-    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    ckpt = last_checkpoint(fit.trainer)
     print(f"[demo] DPED trained {fit.trainer.global_step} iterations in {time.time() - t0:.0f} s → {ckpt}")
     test = cli_main(["test", *common, "--ckpt_path", ckpt])
     results = json.loads(Path(test.results_writer.path).read_text())

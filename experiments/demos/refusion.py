@@ -48,6 +48,7 @@ def train_and_test(out: Path, quick: bool = False, epochs: int | None = None, n_
     """Write the data, fit with ``demo.yaml`` (+ ``overrides``), test; return the metric tables and timings."""
     from datamodules.synthetic.fusion_pairs import write_multi_focus
     from experiments.cli import cli_main
+    from experiments.lightning_cli import last_checkpoint
 
     t_all = t0 = time.time()
     data = write_multi_focus(out / "data" / "multi_focus", n_train=4 if quick else n_train,
@@ -64,7 +65,7 @@ def train_and_test(out: Path, quick: bool = False, epochs: int | None = None, n_
     fit_args = ["--trainer.max_epochs", str(epochs or 2)] if (quick or epochs) else []
     t0 = time.time()
     fit = cli_main(["fit", *common, *fit_args, "--run.name", f"demo-{time.strftime('%Y%m%d-%H%M%S')}"])
-    ckpt = fit.trainer.checkpoint_callback.last_model_path or fit.trainer.checkpoint_callback.best_model_path
+    ckpt = last_checkpoint(fit.trainer)
     t_fit = time.time() - t0
     print(f"[demo] ReFusion trained {fit.trainer.global_step} fusion steps in {t_fit:.0f} s → {ckpt}")
     test = cli_main(["test", *common, "--ckpt_path", ckpt])

@@ -14,6 +14,7 @@ def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
     """Train Zero-DCE briefly on synthetic SICE Part1 and test it on Part2; the table compares it with the input."""
     from datamodules.synthetic.sice import write_sice
     from experiments.cli import cli_main
+    from experiments.lightning_cli import best_checkpoint
 
     steps = steps or (20 if quick else 200)
     t0 = time.time()
@@ -28,7 +29,7 @@ def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
     t0 = time.time()
     fit = cli_main(["fit", *common, "--run.name", f"demo-{time.strftime('%Y%m%d-%H%M%S')}",
                     "--trainer.max_steps", str(steps)])
-    ckpt = fit.trainer.checkpoint_callback.best_model_path or fit.trainer.checkpoint_callback.last_model_path
+    ckpt = best_checkpoint(fit.trainer)
     print(f"[demo] Zero-DCE trained {fit.trainer.global_step} steps in {time.time() - t0:.0f} s → {ckpt}")
     test = cli_main(["test", *common, "--ckpt_path", ckpt])
     results = json.loads(Path(test.results_writer.path).read_text())

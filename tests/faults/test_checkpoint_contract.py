@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.checkpointing import AtomicCheckpointIO, parse_interval, remove_stale_temp_files
+from datamodules.atomic_files import remove_stale_temp_files
+from experiments.checkpointing import AtomicCheckpointIO, parse_interval
 from experiments.cli import cli_main
 from experiments.lightning_cli import CheckpointMismatchError
 from lightning_modules.checkpoints import CheckpointError

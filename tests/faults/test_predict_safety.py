@@ -163,7 +163,10 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     before = target.read_bytes()
 
     def broken_save(self, fp, format=None, **params):  # noqa: A002 - Pillow's signature
-        Path(fp).write_bytes(b"\x89PNG half")
+        if hasattr(fp, "write"):
+            fp.write(b"\x89PNG half")
+        else:
+            Path(fp).write_bytes(b"\x89PNG half")
         raise OSError("No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
