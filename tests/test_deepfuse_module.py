@@ -137,6 +137,8 @@ def test_ddp_two_processes_on_cpu(stacks_root, tmp_path):
     cmd = [sys.executable, "-m", "experiments.cli", "fit", "-c", str(CONFIGS / "demo.yaml"),
            *_args(stacks_root, tmp_path, steps=2), "--data.init_args.batch_size", "1", "--trainer.max_epochs", "3",
            "--run.name", "ddp",
+           # one validation stack per process: the unpadded evaluation sampler needs at least one each
+           "--data.init_args.val_root", str(stacks_root / "train"),
            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

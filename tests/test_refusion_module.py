@@ -162,6 +162,9 @@ def test_ddp_two_processes_on_cpu(fusion_data, tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
     args = _args(CONFIGS / "demo.yaml", fusion_data, tmp_path, name="ddp")
     args[args.index("--trainer.max_steps") + 1] = "2"
+    # one validation pair per process: the unpadded evaluation sampler needs at least one each
+    val = args.index("--data.init_args.val_root") + 1
+    args[val] = str(Path(args[val]).parent / "train")
     cmd = [sys.executable, "-m", "experiments.cli", "fit", *args, "--trainer.accelerator", "cpu",
            "--trainer.devices", "2", "--trainer.strategy", "ddp"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
