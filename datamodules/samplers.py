@@ -68,9 +68,6 @@ class ResumableRandomSampler(DistributedSampler):
         skip, self.skip = self.skip, 0
         return iter(indices[skip:])
 
-    def __len__(self) -> int:
-        return self.num_samples
-
 
 class UnpaddedDistributedSampler(DistributedSampler):
     """In-order indices ``rank, rank + W, …`` of the dataset, each sample on exactly one rank (no padding)."""
@@ -87,6 +84,3 @@ class UnpaddedDistributedSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.total_size, self.num_replicas))
-
-    def __len__(self) -> int:
-        return self.num_samples

@@ -33,10 +33,15 @@ class NonFiniteMetricError(ValueError):
     """A test metric came out NaN or infinite; ``results.json`` then records it as ``null``, never as a number."""
 
 
+def _data_args(config: dict) -> dict:
+    """The DataModule's arguments in a resolved config (``data.init_args``, or ``data`` itself)."""
+    data = config.get("data", {}) or {}
+    return (data.get("init_args", data) if isinstance(data, dict) else {}) or {}
+
+
 def dataset_tag(config: dict) -> str:
     """A file-name tag for the test data of ``config``: ``<test root's folder name>-<8 hex of its path>``."""
-    data = config.get("data", {}) or {}
-    init = (data.get("init_args", data) if isinstance(data, dict) else {}) or {}
+    init = _data_args(config)
     root = init.get("test_root") or init.get("root")
     if not root:
         return "test"
@@ -83,9 +88,7 @@ class ResultsWriter(Callback):
             else:
                 metrics[name] = None
                 nonfinite.append(name)
-        data = self.config.get("data", {}) or {}
-        init = data.get("init_args", data) if isinstance(data, dict) else {}
-        roots = {k: v for k, v in (init or {}).items() if k.endswith("root") and v}
+        roots = {k: v for k, v in _data_args(self.config).items() if k.endswith("root") and v}
         timing = self.run_dir / "timing.json"
         results = {
             "fit_seconds": json.loads(timing.read_text())["fit_seconds"] if timing.exists() else None,

@@ -45,18 +45,13 @@ from datamodules.atomic_files import atomic_write, remove_stale_temp_files
 from datamodules.samplers import ResumableRandomSampler
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save(obj, path)`` through :func:`datamodules.atomic_files.atomic_write`."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO with atomic, durable writes (temp file in the same folder, fsync, rename)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} does not take storage_options, got {storage_options!r}")
-        atomic_torch_save(checkpoint, path)
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 def parse_interval(spec: str | int | None) -> tuple[str, float] | None:

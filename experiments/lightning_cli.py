@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 
 from experiments.callbacks import FitTimer, ResultsWriter  # noqa: E402
-from experiments.checkpointing import AtomicCheckpointIO, LastCheckpoint, ResumeState, parse_interval  # noqa: E402
+from experiments.checkpointing import AtomicCheckpointIO, LastCheckpoint, ResumeState  # noqa: E402
 from experiments.loggers import make_loggers, new_run_name, run_dir_of_checkpoint, wandb_id  # noqa: E402
 from experiments.nonfinite_guard import NonFiniteGuard  # noqa: E402
 from experiments.precision import (  # noqa: E402
@@ -133,7 +133,7 @@ class DarkroomCLI(LightningCLI):
         if not Path(ckpt_path).is_file():
             raise FileNotFoundError(f"{ckpt_path}: --ckpt_path file not found")
         ckpt = load_checkpoint_file(ckpt_path)
-        self._ckpt_meta = {"global_step": ckpt.get("global_step"), "epoch": ckpt.get("epoch")}
+        self._ckpt_meta = {"global_step": ckpt.get("global_step")}
         hparams = dict(ckpt.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
         ckpt_class = (ckpt.get("darkroom") or {}).get("model_class") or hparams.get("_class_path")
@@ -214,7 +214,6 @@ class DarkroomCLI(LightningCLI):
         if sub == "fit" and run.on_nonfinite:
             callbacks.insert(0, NonFiniteGuard(action=run.on_nonfinite))
         if sub == "fit" and trainer_cfg.get("enable_checkpointing", True) is not False:
-            parse_interval(run.checkpoint_every)  # a bad interval fails here, before any work
             ckpt_dir = self.run_dir / "checkpoints"
             callbacks += [LastCheckpoint(ckpt_dir, every=run.checkpoint_every), ResumeState(), FitTimer(self.run_dir)]
             monitor, mode = getattr(self.model, "monitor", (None, "min"))

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Literal
 
 import torch
+from lightning.fabric.connector import _convert_precision_to_unified_args
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 MIXED = ("bf16-mixed", "16-mixed")
@@ -48,9 +49,9 @@ def autocast_device(accelerator: str | None) -> str:
 
 
 def normalise_precision(precision: str | int | None) -> str:
-    """Lightning's aliases (``bf16``, ``16``, ``32``) → the full names (``bf16-mixed``, ``16-mixed``, ``32-true``)."""
-    text = str(precision if precision is not None else "32-true")
-    return {"bf16": "bf16-mixed", "16": "16-mixed", "32": "32-true", "64": "64-true"}.get(text, text)
+    """Lightning's aliases (``bf16``, ``16``, ``32``) → the full names (``bf16-mixed``, ``16-mixed``, ``32-true``),
+    by the Trainer's own rule; ``None`` is the Trainer's default, ``32-true``."""
+    return _convert_precision_to_unified_args(precision) or "32-true"
 
 
 def evaluation_precision(train_precision: str, eval_precision: EvalPrecision) -> str:
