@@ -98,13 +98,7 @@ class UnclippedPerImageMean(PerImageMean):
     """:class:`metrics.full_reference.PerImageMean` without clamping to [0, 1] (the official DPED evaluation
     scores the raw (−0.08, 1.08) output)."""
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        if preds.shape != target.shape or preds.ndim != 4:
-            raise ValueError(f"expected preds and target of equal shape N×C×H×W, got {tuple(preds.shape)} "
-                             f"and {tuple(target.shape)}")
-        scores = self.fn(preds.float(), target.float())
-        self.total += scores.double().sum()
-        self.count += scores.numel()
+    clamp = False
 
 
 class DPEDPSNR(UnclippedPerImageMean):

@@ -35,26 +35,31 @@ def mae_per_image(preds: torch.Tensor, target: torch.Tensor, scale: float = 255.
 
 
 class PerImageMean(Metric):
-    """Mean over images of a per-image score ``fn(preds, target) -> Tensor[N]``.
+    """Mean over images of a per-image score ``fn(*inputs) -> Tensor[N]`` (e.g. ``fn(preds, target)``).
 
-    Inputs are clamped to [0, 1] and computed in fp32. States: ``total`` and ``count`` (sum-reduced).
+    Inputs (all N×C×H×W of one shape) are clamped to [0, 1] (unless ``clamp`` is False) and computed in fp32. States: ``total`` and
+    ``count`` (sum-reduced). After each ``update``, :attr:`last_scores` holds that batch's N scores (detached),
+    which the LightningModules write to ``per_image.csv``.
     """
 
     full_state_update = False
+    clamp: bool = True
     total: torch.Tensor
     count: torch.Tensor
 
     def __init__(self, fn: Callable[..., torch.Tensor], **kwargs) -> None:
         super().__init__(**kwargs)
         self.fn = fn
+        self.last_scores: torch.Tensor | None = None
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        if preds.shape != target.shape or preds.ndim != 4:
-            raise ValueError(f"expected preds and target of equal shape N×C×H×W, got {tuple(preds.shape)} "
-                             f"and {tuple(target.shape)}")
-        scores = self.fn(preds.float().clamp(0, 1), target.float().clamp(0, 1))
+    def update(self, *inputs: torch.Tensor) -> None:
+        if not inputs or inputs[0].ndim != 4 or any(t.shape != inputs[0].shape for t in inputs):
+            raise ValueError(f"{type(self).__name__}: expected inputs of equal shape N×C×H×W, got "
+                             f"{[tuple(t.shape) for t in inputs]}")
+        scores = self.fn(*(t.float().clamp(0, 1) if self.clamp else t.float() for t in inputs))
+        self.last_scores = scores.detach()
         self.total += scores.double().sum()
         self.count += scores.numel()
 
