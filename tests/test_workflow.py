@@ -103,6 +103,10 @@ def _fake_result(root: Path, name: str, init_args: dict, metrics: dict, when: st
     (run / "results.json").write_text(json.dumps({
         "paper": "zero_dce", "metrics": metrics, "time": when, "run_dir": str(run), "git_commit": "abc123",
         "checkpoint": str(run / "checkpoints" / "last.ckpt"), "dataset_root": {"test_root": "/data/Part2"},
+        "dataset": {"name": "sice_part2", "named_by": "count", "count": 767, "paper_count": 767,
+                    "count_matches_paper": True, "unit": "pairs", "root": "/data/Part2", "sha256": "0" * 64,
+                    "protocol": {"pairs": "low_per_sequence=half", "resize": [1200, 900], "resample": "bicubic"}},
+        "variant": init_args.get("variant"), "training": {"steps": 100, "epochs": None},
         "config": {"model": {"class_path": "lightning_modules.zero_dce.ZeroDCE", "init_args": init_args},
                    "data": {"init_args": {"test_root": "/data/Part2"}}}}))
 
