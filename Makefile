@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip setuptools
 	$(PY) -m pip install -q -c constraints.txt "torch==2.13.0"
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	@# BasicSR's NIQE source, for the test that compares our NIQE with it (optional: the test skips without it)
+	-$(PY) -m tests.basicsr_reference fetch
 	touch $(STAMP)
 
 setup: $(STAMP)
