@@ -52,15 +52,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.dataset_identity import KNOWN_DATASETS, describe_dataset
 from datamodules.image_io import (
     DatasetLayoutError,
     check_image_header,
     is_image,
-    list_images,
     load_tensor,
+    predict_images,
 )
 from datamodules.loaders import make_loader
-from datamodules.sice import ImageFileDataset, unique_names
+from datamodules.sice import ImageFileDataset
 
 __all__ = ["DPED_LAYOUT", "DPEDDataModule", "DPEDPatchDataset", "augment_pair", "find_patch_pairs"]
 
@@ -146,6 +147,11 @@ class DPEDPatchDataset(Dataset):
         self.indices = [int(i) for i in indices]
         self.patch_size, self.augment = patch_size, augment
 
+    @property
+    def names(self) -> list[str]:
+        """Patch ids in dataset order (the ids of per-image results)."""
+        return [str(i) for i in self.indices]
+
     def __len__(self) -> int:
         return len(self.indices)
 
@@ -188,6 +194,9 @@ class DPEDDataModule(L.LightningDataModule):
             checked again when it is read.
         check_sample: number of random pairs checked per split when ``check_all_files`` is False.
         seed: seed of the subsets and the header sample.
+        dataset_name: the test set's name in results and tables (``dped_<phone>_patches`` for the official test
+            patches); ``None`` = ``custom``: the paper's patch count is not found, so the layout alone cannot
+            identify the set (:mod:`datamodules.dataset_identity`).
     """
 
     def __init__(
@@ -205,6 +214,7 @@ class DPEDDataModule(L.LightningDataModule):
         check_all_files: bool = False,
         check_sample: int = 32,
         seed: int = 0,
+        dataset_name: str | None = None,
     ) -> None:
         super().__init__()
         if not phone or any(c in phone for c in "/\\") or phone in (".", ".."):
@@ -224,6 +234,7 @@ class DPEDDataModule(L.LightningDataModule):
         self.train_subset, self.val_max_patches = train_subset, val_max_patches
         self.augment, self.patch_size, self.seed = augment, patch_size, seed
         self.check_all_files, self.check_sample = check_all_files, check_sample
+        self.dataset_name = dataset_name
         self.train_set: DPEDPatchDataset | None = None
         self.val_set: DPEDPatchDataset | None = None
         self.test_set: DPEDPatchDataset | None = None
@@ -285,10 +296,10 @@ class DPEDDataModule(L.LightningDataModule):
         if stage in ("predict", None):
             folder = (Path(self.predict_root).expanduser() if self.predict_root is not None
                       else self.phone_root() / "test_data" / "full_size_test_images")
-            files = list_images(folder, what="full-size phone photos to enhance")
-            for f in files:
-                check_image_header(f)
-            self.predict_set = ImageFileDataset(files, unique_names(files), None)
+            files, names, skipped = predict_images(folder, what="full-size phone photos to enhance",  # any depth
+                                                   skip_bad=getattr(self, "predict_skip_bad", False))
+            self.predict_set = ImageFileDataset(files, names, None)
+            self.predict_set.skipped = skipped  # (file, reason) of unreadable files left out (--run.skip_bad)
 
     # --------------------------------------------------------------------------------- dataloaders
     def _loader(self, dataset: Dataset | None, what: str, batch_size: int, shuffle: bool) -> DataLoader:
@@ -307,6 +318,18 @@ class DPEDDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_set, "predict", 1, shuffle=False)
+
+    def describe(self, stage: str = "test") -> dict | None:
+        """The ``dataset`` block of ``results.json`` for the test patches (see :mod:`datamodules.dataset_identity`)."""
+        if stage != "test" or self.root is None:
+            return None
+        ds = self.test_set or self._split("test_data/patches", None, False)
+        files = [d / f"{i}.jpg" for i in ds.indices for d in (ds.phone_dir, ds.dslr_dir)]
+        protocol = {"phone": self.phone, "patch_size": self.patch_size, "colour": "rgb",
+                    "range": "[0, 1] unclipped output", "eval_batch_size": self.eval_batch_size}
+        known = tuple(n for n in KNOWN_DATASETS if n == f"dped_{self.phone}_patches")
+        return describe_dataset(files, ds.phone_dir.parent, len(ds), "patches", protocol, candidates=known,
+                                configured=self.dataset_name, layout="dped_patches")
 
     def summary(self) -> str:
         """Counts and folders of the splits that are set up."""

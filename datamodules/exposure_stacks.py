@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.dataset_identity import describe_dataset
 from datamodules.image_io import (
     IMAGE_EXTENSIONS,
     DatasetLayoutError,
@@ -178,6 +179,11 @@ class ExposureStackDataset(Dataset):
         self.stacks, self.exposures, self.crop_size = list(stacks), exposures, crop_size
         self.flip, self.crops_per_stack, self.max_side = flip, crops_per_stack, max_side
 
+    @property
+    def names(self) -> list[str]:
+        """Scene names in dataset order (the ids of per-image results)."""
+        return [s.name for s in self.stacks]
+
     def __len__(self) -> int:
         return len(self.stacks) * self.crops_per_stack
 
@@ -224,6 +230,8 @@ class ExposureStackDataModule(L.LightningDataModule):
         eval_max_side: longer side of val/test/predict stacks after resizing (official ``Gen_Input.m``:
             512); ``None`` = native resolution.
         seed: seed of the validation subset.
+        dataset_name: the test set's name in results and tables (e.g. ``mefb``); ``None`` = recognised from the
+            count where the paper's is known (MEFB: 100 pairs), else ``custom`` (:mod:`datamodules.dataset_identity`).
     """
 
     def __init__(
@@ -242,6 +250,7 @@ class ExposureStackDataModule(L.LightningDataModule):
         val_max_stacks: int | None = 8,
         eval_max_side: int | None = None,
         seed: int = 0,
+        dataset_name: str | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("crop_size", crop_size), ("batch_size", batch_size), ("crops_per_stack", crops_per_stack)):
@@ -262,6 +271,7 @@ class ExposureStackDataModule(L.LightningDataModule):
         self.exposures, self.eval_exposures, self.flip = exposures, eval_exposures, flip
         self.crops_per_stack, self.val_max_stacks, self.eval_max_side, self.seed = (
             crops_per_stack, val_max_stacks, eval_max_side, seed)
+        self.dataset_name = dataset_name
         self.train_set: ExposureStackDataset | None = None
         self.val_set: ExposureStackDataset | None = None
         self.test_set: ExposureStackDataset | None = None
@@ -319,3 +329,15 @@ class ExposureStackDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_set, "predict", 1, shuffle=False)
+
+    def describe(self, stage: str = "test") -> dict | None:
+        """The ``dataset`` block of ``results.json`` for the ``test`` split (see :mod:`datamodules.dataset_identity`)."""
+        if stage != "test" or self.test_root is None:
+            return None
+        stacks = (self.test_set or self._eval_set(self.test_root, "test_root", None)).stacks
+        files = [f for s in stacks for f in s.files]
+        unit = "pairs" if self.eval_exposures == "extreme_pair" or all(len(s.files) == 2 for s in stacks) else "stacks"
+        protocol = {"exposures": self.eval_exposures, "resize_max_side": self.eval_max_side,
+                    "colour": "Y (BT.601 studio range) for MEF-SSIM", "range": "[0, 255]"}
+        return describe_dataset(files, self.test_root, len(stacks), unit, protocol, candidates=("mefb",),
+                                configured=self.dataset_name, layout="stacks")

@@ -19,9 +19,11 @@ On-disk layouts read (``<ext>`` = jpg/jpeg/png/bmp/tif/tiff in any case); partne
             ``CT_PET_SPECT/``+``MRI/`` (ReFusion ``test_cases/MIF``)
   ========  =====================================================================================================
 
-* ``layout="suffix"``: one flat folder with ``<name><suffix_a>.<ext>`` and ``<name><suffix_b>.<ext>``; first suffix
-  pair found: ivif ``_ir``/``_vi``; mfif ``_near``/``_far``, ``_1``/``_2`` (Lytro ``sourceimages/color/c_01_1.tif``);
-  meif ``_under``/``_over``; mif ``_ct``|``_pet``|``_spect`` / ``_mri`` (case-insensitive). This is also the layout
+* ``layout="suffix"``: one flat folder with ``<name><suffix_a>.<ext>`` and ``<name><suffix_b>.<ext>``;
+  pairs of every convention present: ivif ``_ir``/``_vi``; mfif ``_near``/``_far`` and ``_1``/``_2`` (Lytro
+  ``sourceimages/color/c_01_1.tif``); meif ``_under``/``_over``; mif ``_ct``|``_pet``|``_spect`` / ``_mri``
+  (case-insensitive; one modality per folder). Every image file that forms no pair is named in an
+  :class:`UnpairedFilesWarning`. This is also the layout
   of the research team's ``shared/data/fusion/{ir_vis,multi_focus,medical}``.
 * ``layout="stacks"`` (MEIF): one folder per scene holding K ≥ 2 exposures (MEFB ``input/`` scenes, the layout of
   :mod:`datamodules.exposure_stacks`, whose :func:`~datamodules.exposure_stacks.find_stacks` validates it); the
@@ -42,6 +44,7 @@ different sizes raises :class:`~datamodules.image_io.DatasetLayoutError` naming 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +55,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.dataset_identity import describe_dataset
 from datamodules.exposure_stacks import luminance_order
 from datamodules.image_io import DatasetLayoutError, check_image_header, is_image, load_tensor, natural_key
 from datamodules.loaders import make_loader
@@ -66,6 +70,14 @@ __all__ = [
 ]
 
 Task = Literal["ivif", "mfif", "meif", "mif"]
+
+#: task → known datasets a test root of that task can be (recognised by count, see dataset_identity).
+DATASET_CANDIDATES: dict[str, tuple[str, ...]] = {
+    "ivif": ("msrs", "tno", "roadscene"),
+    "mfif": ("lytro", "mfi_whu"),
+    "meif": ("mefb",),
+    "mif": ("harvard_mri_ct", "harvard_mri_pet", "harvard_mri_spect"),
+}
 Layout = Literal["folders", "suffix", "stacks"]
 
 #: task → candidate (first source, second source) folder names, tried in order.
@@ -97,6 +109,10 @@ class FusionPair:
     second: Path
     size: tuple[int, int]
     stack: tuple[Path, ...] = ()
+
+
+class UnpairedFilesWarning(UserWarning):
+    """Image files in a fusion folder that form no pair (and are therefore not evaluated)."""
 
 
 def _images(folder: Path) -> list[Path]:
@@ -171,6 +187,7 @@ def _suffix_pairs(root: Path, task: str, suffixes: tuple[str, str] | None) -> li
                 f"{root}: several medical modalities next to *_mri files ({', '.join(a for a, _ in present)}); "
                 "choose one with suffixes=[<_modality>, _mri]"
             )
+    pairs: dict[str, FusionPair] = {}
     for sa, sb in candidates:
         a, b = _with_suffix(files, sa), _with_suffix(files, sb)
         if not a and not b:
@@ -185,10 +202,23 @@ def _suffix_pairs(root: Path, task: str, suffixes: tuple[str, str] | None) -> li
                 _missing_message(root, [a[s].name for s in only_a], [b[s].name for s in only_b],
                                  f"*{sa}.<ext>", f"*{sb}.<ext>")
             )
-        stems = sorted(a, key=natural_key)
-        return [FusionPair(s, a[s], b[s], _check_pair(s, a[s], b[s])) for s in stems]
-    expected = " or ".join(f"<name>{a}.<ext> + <name>{b}.<ext>" for a, b in candidates)
-    raise DatasetLayoutError(f"{root}: no source pairs for task {task!r} (expected {expected})")
+        for s in a:
+            if s in pairs:
+                raise DatasetLayoutError(f"{a[s]}: pair {s!r} is also formed by {pairs[s].first.name} + "
+                                         f"{pairs[s].second.name}; rename one of the two pairs")
+            pairs[s] = FusionPair(s, a[s], b[s], _check_pair(s, a[s], b[s]))
+        if task == "mif":  # one modality per dataset (checked above)
+            break
+    if not pairs:
+        expected = " or ".join(f"<name>{a}.<ext> + <name>{b}.<ext>" for a, b in candidates)
+        raise DatasetLayoutError(f"{root}: no source pairs for task {task!r} (expected {expected})")
+    used = {p for pair in pairs.values() for p in (pair.first, pair.second)}
+    left = [p.name for p in files if p not in used]
+    if left:
+        warnings.warn(f"{root}: {len(left)} image file(s) not paired for task {task!r} and not evaluated: "
+                      f"{', '.join(left)} (pairs are <name><suffix>.<ext> with suffixes "
+                      f"{', '.join('/'.join(c) for c in candidates)})", UnpairedFilesWarning, stacklevel=2)
+    return [pairs[s] for s in sorted(pairs, key=natural_key)]
 
 
 def _stack_pairs(root: Path) -> list[FusionPair]:
@@ -238,6 +268,11 @@ class FusionPairDataset(Dataset):
     def __init__(self, pairs: Sequence[FusionPair], crop_size: int | None = None) -> None:
         self.pairs, self.crop_size = list(pairs), crop_size
 
+    @property
+    def names(self) -> list[str]:
+        """Pair names in dataset order (the ids of per-image results)."""
+        return [p.name for p in self.pairs]
+
     def __len__(self) -> int:
         return len(self.pairs)
 
@@ -273,6 +308,10 @@ class FusionPairDataModule(L.LightningDataModule):
         batch_size: training batch size (official: 2; the module doubles it by swapping the sources).
         num_workers: DataLoader workers.
         val_max_pairs: validation uses at most this many pairs (the first ones in name order); ``None`` = all.
+        dataset_name: the test set's name in results and tables (``msrs``, ``tno``, ``roadscene``, ``lytro``,
+            ``mfi_whu``, ``mefb``, ``harvard_mri_ct``, ...); ``None`` = recognised from the pair count where the
+            paper's count is known (MSRS test 361, Lytro 20, MEFB 100, Harvard MRI-CT/PET/SPECT 21/42/73), else
+            ``custom`` (:mod:`datamodules.dataset_identity`).
     """
 
     def __init__(
@@ -290,6 +329,7 @@ class FusionPairDataModule(L.LightningDataModule):
         batch_size: int = 2,
         num_workers: int = min(4, os.cpu_count() or 1),
         val_max_pairs: int | None = 8,
+        dataset_name: str | None = None,
     ) -> None:
         super().__init__()
         if task not in FOLDER_PAIRS:
@@ -313,7 +353,7 @@ class FusionPairDataModule(L.LightningDataModule):
         self.train_root, self.val_root, self.test_root, self.predict_root = train_root, val_root, test_root, predict_root
         self.folders, self.suffixes = folders, suffixes
         self.crop_size, self.batch_size, self.num_workers = crop_size, batch_size, num_workers
-        self.val_max_pairs = val_max_pairs
+        self.val_max_pairs, self.dataset_name = val_max_pairs, dataset_name
         self.train_set: FusionPairDataset | None = None
         self.val_set: FusionPairDataset | None = None
         self.test_set: FusionPairDataset | None = None
@@ -366,3 +406,18 @@ class FusionPairDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_set, "predict", 1, shuffle=False)
+
+    def describe(self, stage: str = "test") -> dict | None:
+        """The ``dataset`` block of ``results.json`` for the ``test`` split (see :mod:`datamodules.dataset_identity`)."""
+        if stage != "test" or self.test_root is None:
+            return None
+        pairs = self.test_set.pairs if self.test_set is not None else self._pairs(self.test_root, "test_root")
+        files = [f for p in pairs for f in (p.stack or (p.first, p.second))]
+        candidates = DATASET_CANDIDATES[self.task]
+        if self.task == "mif":  # the modality narrows the candidates
+            modality = pairs[0].first.parent.name if self.layout == "folders" else pairs[0].first.stem.rsplit("_", 1)[-1]
+            candidates = tuple(c for c in candidates if c.endswith(modality.lower()))
+        protocol = {"task": self.task, "pairs": self.layout, "order": "official test.py input order",
+                    "resize": None, "colour": "Y (BT.601 full range) fused, chroma recombined", "range": "[0, 255]"}
+        return describe_dataset(files, self.test_root, len(pairs), "pairs", protocol, candidates=candidates,
+                                configured=self.dataset_name, layout=self.layout)

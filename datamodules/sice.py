@@ -17,11 +17,16 @@ On-disk layouts read (``<ext>`` = jpg/jpeg/png/bmp/tif/tiff in any case):
   there is our choice and the pair count equals the paper's 767 only if every sequence has 7 or 9 images.
   Pairs are resized to ``eval_size`` = (1200, 900) as in the paper; the paper's resize filter is **not
   found**, the default ``"bicubic"`` follows an independent re-evaluation (Zero-DCE issue #9).
-* **predict** (``predict_root``): a flat folder of the user's photos, any size, read at native resolution,
+* **unpaired test** (``test_root`` without ``Label/``): real low-light photos without labels, e.g. the official
+  ``test_data/{DICM,LIME,...}`` folders. Every image below the root (any depth) is one test image at native
+  size, batch size 1; its folder relative to the root is its group (``DICM``), reported per group and overall
+  with no-reference metrics (:mod:`metrics.no_reference`).
+* **predict** (``predict_root``): a folder of the user's photos (sub-folders allowed and mirrored in the output,
+  names ``DICM/01``), any size, read at native resolution, every file decoded once at setup,
   batch size 1.
 
 Batches are dicts: train ``{"input": N×3×s×s, "name": list[str]}``; val/test ``{"input", "target", "name"}``;
-predict ``{"input": 1×3×H×W, "name"}``. Names are file stems made unique (``<n>_<k>`` for sequence images).
+unpaired test ``{"input": 1×3×H×W, "name", "group"}``; predict ``{"input": 1×3×H×W, "name"}``. Names are file stems made unique (``<n>_<k>`` for sequence images).
 Every file's header is checked at :meth:`SICEDataModule.setup`, so a broken file fails before training.
 """
 
@@ -37,14 +42,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.dataset_identity import describe_dataset
 from datamodules.image_io import (
     IMAGE_EXTENSIONS,
     DatasetLayoutError,
     check_image_header,
     is_image,
     list_images,
+    list_images_recursive,
     load_tensor,
     natural_key,
+    predict_images,
 )
 from datamodules.loaders import make_loader
 
@@ -179,18 +187,29 @@ def find_pairs(root: str | Path, low_per_sequence: str = "half", argument: str =
     return pairs
 
 
+def has_labels(root: str | Path) -> bool:
+    """Whether ``root`` has a SICE Part2 label folder (``Label/`` or ``label/``)."""
+    return any((Path(root).expanduser() / n).is_dir() for n in LABEL_DIRS)
+
+
 class ImageFileDataset(Dataset):
-    """Single images: ``{"input": 3×H×W float32 in [0, 1], "name": str}`` (resized when ``size`` is given)."""
+    """Single images: ``{"input": 3×H×W float32 in [0, 1], "name": str}`` (resized when ``size`` is given),
+    plus ``"group": str`` when ``groups`` are given."""
 
     def __init__(self, files: Sequence[Path], names: Sequence[str], size: tuple[int, int] | None = None,
-                 resample: str = "lanczos") -> None:
+                 resample: str = "lanczos", groups: Sequence[str] | None = None) -> None:
         self.files, self.names, self.size, self.resample = list(files), list(names), size, resample
+        self.groups = list(groups) if groups is not None else None
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | str]:
-        return {"input": load_tensor(self.files[i], self.size, self.resample), "name": self.names[i]}
+        item: dict[str, torch.Tensor | str] = {"input": load_tensor(self.files[i], self.size, self.resample),
+                                               "name": self.names[i]}
+        if self.groups is not None:
+            item["group"] = self.groups[i]
+        return item
 
 
 class PairDataset(Dataset):
@@ -229,7 +248,9 @@ class SICEDataModule(L.LightningDataModule):
         predict_root: folder of the user's photos, enhanced at native resolution.
         image_size: training resize (square side, Pillow LANCZOS). Official Zero-DCE code: 256; paper and
             Zero-DCE++ code: 512.
-        batch_size: training batch size (official: 8); also val/test when ``eval_size`` is set, else 1.
+        batch_size: training batch size (official: 8).
+        eval_batch_size: validation/test batch size (default 1: full-resolution images; unpaired photos
+            of different sizes always use 1).
         num_workers: DataLoader workers (official: 4); persistent when > 0.
         eval_size: ``(width, height)`` that val/test pairs are resized to; the paper's 1200×900.
             ``None`` = native size (input and label must then have equal sizes).
@@ -238,6 +259,9 @@ class SICEDataModule(L.LightningDataModule):
         val_max_pairs: validation uses at most this many pairs (a fixed random subset drawn with ``seed``);
             ``None`` = all.
         seed: seed of the validation subset (the official training script seeds its file list with 1143).
+        dataset_name: the test set's name in results and tables (e.g. ``sice_part2``); ``None`` = recognised
+            from its pair count (767 = Zero-DCE's Part2 protocol), else ``custom``
+            (:mod:`datamodules.dataset_identity`).
     """
 
     def __init__(
@@ -254,12 +278,14 @@ class SICEDataModule(L.LightningDataModule):
         low_per_sequence: str = "half",
         val_max_pairs: int | None = 16,
         seed: int = 1143,
+        eval_batch_size: int = 1,
+        dataset_name: str | None = None,
     ) -> None:
         super().__init__()
         if image_size < 1:
             raise ValueError(f"image_size must be ≥ 1, got {image_size}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"batch_size and eval_batch_size must be ≥ 1, got {batch_size}, {eval_batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be ≥ 0, got {num_workers}")
         if eval_size is not None and (len(eval_size) != 2 or min(eval_size) < 1):
@@ -272,10 +298,11 @@ class SICEDataModule(L.LightningDataModule):
         self.eval_size = tuple(int(v) for v in eval_size) if eval_size is not None else None
         self.eval_resample, self.low_per_sequence = eval_resample, low_per_sequence
         self.val_max_pairs, self.seed = val_max_pairs, seed
+        self.eval_batch_size, self.dataset_name = eval_batch_size, dataset_name
         pairs_per_sequence(2, low_per_sequence)  # fail at construction on an unknown rule
         self.train_set: ImageFileDataset | None = None
         self.val_set: PairDataset | None = None
-        self.test_set: PairDataset | None = None
+        self.test_set: PairDataset | ImageFileDataset | None = None
         self.predict_set: ImageFileDataset | None = None
 
     # ----------------------------------------------------------------------------------- discovery
@@ -296,6 +323,16 @@ class SICEDataModule(L.LightningDataModule):
         names = unique_names([s for s, _ in pairs], [s.parent.name for s, _ in pairs])
         return PairDataset(pairs, names, self.eval_size, self.eval_resample)
 
+    def _test_set(self) -> PairDataset | ImageFileDataset:
+        """Part2 pairs when the test root has a label folder, else every photo below it (unpaired)."""
+        root = _check_root(self.test_root, "test_root", f"a SICE Part2 root {PART2_LAYOUT}, or a folder of photos")
+        if has_labels(root):
+            return self._pair_set(self.test_root, "test_root", None)
+        found = list_images_recursive(root, what="low-light photos, or a SICE Part2 root with a Label/ folder")
+        files, names = [p for p, _ in found], [n for _, n in found]
+        _check_headers(files)
+        return ImageFileDataset(files, names, None, groups=[n.rpartition("/")[0] for n in names])
+
     def setup(self, stage: str | None = None) -> None:
         """Find and check the files of ``stage`` ("fit", "validate", "test", "predict"; ``None`` = all configured)."""
         if stage in ("fit", None) and (stage == "fit" or self.train_root is not None):
@@ -307,19 +344,22 @@ class SICEDataModule(L.LightningDataModule):
         if stage in ("fit", "validate", None) and (stage == "validate" or self.val_root is not None):
             self.val_set = self._pair_set(self.val_root, "val_root", self.val_max_pairs)
         if stage in ("test", None) and (stage == "test" or self.test_root is not None):
-            self.test_set = self._pair_set(self.test_root, "test_root", None)
+            self.test_set = self._test_set()
         if stage in ("predict", None) and (stage == "predict" or self.predict_root is not None):
-            root = _check_root(self.predict_root, "predict_root", "a folder of photos to enhance")
-            files = list_images(root, what="photos to enhance")
-            _check_headers(files)
-            self.predict_set = ImageFileDataset(files, unique_names(files), None)
+            root = _check_root(self.predict_root, "predict_root", "a folder of photos to enhance (sub-folders allowed)")
+            files, names, skipped = predict_images(root, what="photos to enhance",
+                                                   skip_bad=getattr(self, "predict_skip_bad", False))
+            self.predict_set = ImageFileDataset(files, names, None)
+            self.predict_set.skipped = skipped  # (file, reason) of unreadable files left out (--run.skip_bad)
 
     # --------------------------------------------------------------------------------- dataloaders
     def _loader(self, dataset: Dataset | None, what: str, batch_size: int, shuffle: bool) -> DataLoader:
         return make_loader(dataset, "SICEDataModule", what, batch_size, shuffle, self.num_workers)
 
-    def _eval_batch_size(self) -> int:
-        return self.batch_size if self.eval_size is not None else 1
+    def _eval_batch_size(self, dataset: Dataset | None = None) -> int:
+        if isinstance(dataset, ImageFileDataset) or self.eval_size is None:
+            return 1  # native sizes differ between images
+        return self.eval_batch_size
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, "train", self.batch_size, shuffle=True)
@@ -327,13 +367,34 @@ class SICEDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_root is None:
             return []  # no validation data: Lightning skips the validation loop
-        return self._loader(self.val_set, "validation", self._eval_batch_size(), shuffle=False)
+        return self._loader(self.val_set, "validation", self._eval_batch_size(self.val_set), shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, "test", self._eval_batch_size(), shuffle=False)
+        return self._loader(self.test_set, "test", self._eval_batch_size(self.test_set), shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_set, "predict", 1, shuffle=False)
+
+    # ------------------------------------------------------------------------------------ identity
+    def describe(self, stage: str = "test") -> dict | None:
+        """The ``dataset`` block of ``results.json`` for the ``test`` split (see :mod:`datamodules.dataset_identity`)."""
+        if stage != "test" or self.test_root is None:
+            return None
+        ds = self.test_set if self.test_set is not None else self._test_set()
+        root = Path(self.test_root).expanduser()
+        if isinstance(ds, PairDataset):
+            files = [p for pair in ds.pairs for p in pair]
+            protocol = {"pairs": f"low_per_sequence={self.low_per_sequence}",
+                        "resize": list(self.eval_size) if self.eval_size else None,
+                        "resample": self.eval_resample if self.eval_size else None,
+                        "colour": "rgb", "range": "[0, 1] from 8-bit", "reference": "label"}
+            return describe_dataset(files, root, len(ds), "pairs", protocol, candidates=["sice_part2"],
+                                    configured=self.dataset_name, layout="sice_part2")
+        groups = sorted(set(ds.groups or []), key=natural_key)
+        protocol = {"resize": None, "colour": "rgb", "range": "[0, 1] from 8-bit", "reference": None,
+                    "groups": groups}
+        return describe_dataset(ds.files, root, len(ds), "images", protocol, candidates=(),
+                                configured=self.dataset_name, layout="unpaired")
 
     # ------------------------------------------------------------------------------------- summary
     def summary(self) -> str:
@@ -346,6 +407,10 @@ class SICEDataModule(L.LightningDataModule):
                                      ("test", self.test_root, self.test_set, None)):
             if root is None:
                 continue
+            if label == "test" and not has_labels(root):
+                n = len(ds) if ds is not None else len(list_images_recursive(root))
+                lines.append(f"  test:    {n} unpaired photos from {root} (native size, no-reference metrics)")
+                continue
             if ds is not None:
                 n = len(ds)
             else:
@@ -354,7 +419,7 @@ class SICEDataModule(L.LightningDataModule):
             size = f"{self.eval_size[0]}x{self.eval_size[1]} ({self.eval_resample})" if self.eval_size else "native size"
             lines.append(f"  {label + ':':8} {n} pairs from {root} (low_per_sequence={self.low_per_sequence!r}, {size})")
         if self.predict_root is not None:
-            n = len(self.predict_set) if self.predict_set is not None else len(list_images(self.predict_root))
+            n = len(self.predict_set) if self.predict_set is not None else len(list_images_recursive(self.predict_root))
             lines.append(f"  predict: {n} images from {self.predict_root} (native size)")
         if len(lines) == 1:
             lines.append("  (no root configured)")

@@ -15,6 +15,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from datamodules.atomic_files import atomic_write_text
 from experiments.env import git_commit
+from lightning_modules.per_image import column_means, gather_rows, group_summaries, order_rows, rows_to_csv
 
 
 def _jsonable(value: Any) -> Any:
@@ -55,52 +56,72 @@ class ResultsWriter(Callback):
 
     Each test data set gets its own file, ``results_<tag>.json`` (:func:`dataset_tag`), so testing one
     checkpoint on several data sets overwrites nothing; the newest is also written as ``results.json``
-    (what ``darkroom table`` and ``darkroom compare`` read). Files are written atomically.
+    (what ``darkroom table`` and ``darkroom compare`` read), and its per-image rows as ``per_image.csv``
+    (and ``per_image_<tag>.csv``). Files are written atomically.
 
-    Contents: every ``test/*`` metric (a non-finite value is written as ``null``, listed under
-    ``nonfinite_metrics``, and the command then fails with :class:`NonFiniteMetricError`), the paper,
-    the precision of training and of evaluation, the world size, the checkpoint and its global step,
-    the full resolved config, the git commit, the dataset root(s), the W&B run id and a timestamp.
+    Contents: every ``test/*`` metric — a metric with per-image values is the **mean of the rows of
+    ``per_image.csv``** (the papers average per image); per-group means for grouped data (unpaired photo
+    folders); a non-finite value is written as ``null``, listed under ``nonfinite_metrics``, and the command
+    then fails with :class:`NonFiniteMetricError`. Also: the ``dataset`` that was evaluated (name, root,
+    count, file-list hash, protocol: the DataModule's ``describe``), the model ``variant``, the ``training``
+    length of the checkpoint, the paper, the precision of training and of evaluation, the world size, the
+    checkpoint, the full resolved config, the git commit, the W&B run id and a timestamp.
     """
 
     def __init__(self, run_dir: str | Path, config: dict, ckpt_path: str | None, wandb_id: str | None,
-                 precision: dict[str, str] | None = None, checkpoint_step: int | None = None) -> None:
+                 precision: dict[str, str] | None = None, checkpoint_step: int | None = None,
+                 checkpoint_epoch: int | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.config = config
         self.ckpt_path = ckpt_path
         self.wandb_id = wandb_id
         self.precision = precision or {}
         self.checkpoint_step = checkpoint_step
+        self.checkpoint_epoch = checkpoint_epoch
         self.path: Path | None = None
+        self._rows: list[dict] = []
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        rows = getattr(pl_module, "per_image", None)
+        self._rows = gather_rows(rows.rows.values() if rows is not None else [], trainer.world_size)
+
+    def _metrics(self, trainer: Trainer, means: dict[str, float]) -> tuple[dict[str, float | None], list[str]]:
+        values = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        values.update(means)  # per-image columns: the mean of the rows
+        metrics = {k: (v if math.isfinite(v) else None) for k, v in values.items()}
+        return metrics, [k for k, v in metrics.items() if v is None]
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        metrics: dict[str, float | None] = {}
-        nonfinite: list[str] = []
-        for k, v in trainer.callback_metrics.items():
-            if not k.startswith("test/"):
-                continue
-            value = float(v)
-            name = k.split("/", 1)[1]
-            if math.isfinite(value):
-                metrics[name] = value
-            else:
-                metrics[name] = None
-                nonfinite.append(name)
+        dm = trainer.datamodule
+        test_set = getattr(dm, "test_set", None)
+        rows = order_rows(self._rows, getattr(test_set, "names", None))
+        metrics, nonfinite = self._metrics(trainer, column_means(rows))
+        groups = {g: {"count": v["count"], "metrics": {k: (x if math.isfinite(x) else None)
+                                                       for k, x in v["metrics"].items()}}
+                  for g, v in group_summaries(rows).items()}
         roots = {k: v for k, v in _data_args(self.config).items() if k.endswith("root") and v}
         timing = self.run_dir / "timing.json"
+        pretrained = getattr(pl_module.hparams, "pretrained", None) if hasattr(pl_module, "hparams") else None
         results = {
             "fit_seconds": json.loads(timing.read_text())["fit_seconds"] if timing.exists() else None,
             "paper": getattr(pl_module, "paper", type(pl_module).__name__),
             "model": type(pl_module).__name__,
+            "variant": getattr(pl_module, "variant", None),
+            "dataset": dm.describe("test") if hasattr(dm, "describe") else None,
             "metrics": metrics,
+            "metric_variants": getattr(pl_module, "metric_variants", {}),
+            "groups": groups,
+            "per_image_rows": len(rows),
             "nonfinite_metrics": nonfinite,
+            "training": {"steps": self.checkpoint_step, "epochs": self.checkpoint_epoch,
+                         "from": "checkpoint" if self.ckpt_path else ("pretrained" if pretrained else "untrained")},
             "precision": self.precision,
             "world_size": trainer.world_size,
             "checkpoint": str(Path(self.ckpt_path).resolve()) if self.ckpt_path else None,
             "checkpoint_step": self.checkpoint_step,
-            "pretrained": getattr(pl_module.hparams, "pretrained", None) if hasattr(pl_module, "hparams") else None,
+            "pretrained": pretrained,
             "dataset_root": roots,
             "git_commit": git_commit(),
             "wandb_run_id": self.wandb_id,
@@ -110,12 +131,22 @@ class ResultsWriter(Callback):
         }
         text = json.dumps(results, indent=2, allow_nan=False)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.run_dir / f"results_{dataset_tag(self.config)}.json"
+        tag = dataset_tag(self.config)
+        self.path = self.run_dir / f"results_{tag}.json"
         atomic_write_text(self.path, text)
         atomic_write_text(self.run_dir / "results.json", text)
+        if rows:
+            csv_text = rows_to_csv(rows)
+            atomic_write_text(self.run_dir / f"per_image_{tag}.csv", csv_text)
+            atomic_write_text(self.run_dir / "per_image.csv", csv_text)
         if nonfinite:
+            bad = {m: [r["id"] for r in rows if r.get(m) is not None and not math.isfinite(float(r[m]))]
+                   for m in nonfinite}
+            which = "; ".join(f"{m} of {', '.join(ids[:5])}{' …' if len(ids) > 5 else ''}" for m, ids in bad.items()
+                              if ids)
             raise NonFiniteMetricError(f"{self.path}: test metrics {', '.join(nonfinite)} are not finite "
-                                       "(NaN or inf); they are recorded as null")
+                                       f"(NaN or inf); they are recorded as null"
+                                       + (f" (non-finite per image: {which}; see per_image.csv)" if which else ""))
 
 
 class FitTimer(Callback):

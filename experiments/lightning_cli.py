@@ -50,7 +50,11 @@ class DarkroomCLI(LightningCLI):
     Extra arguments (in every subcommand, and in YAML under ``run:``):
     ``--run.name`` (default: ``<model>-<timestamp>``), ``--run.group`` (default: the model's
     ``paper``), ``--run.tags``, ``--run.root`` (default ``runs``), ``--run.wandb`` (default true),
-    ``--run.output_dir`` (predict: where the PNGs go; default ``<run dir>/predictions``).
+    ``--run.output_dir`` (predict: where the PNGs go; default ``<run dir>/predictions``; sub-folders of the input
+    folder are mirrored), ``--run.skip_bad`` (predict: skip unreadable files, default false = stop before writing
+    anything), ``--run.tile_size`` (predict: exact tiled inference above 4 tiles of pixels, default 512;
+    ``null`` = whole images). Predict ends with a summary line and does not keep the predictions in memory
+    (``--return_predictions`` defaults to false; the images are on disk).
     A ``--ckpt_path`` inside an existing run directory makes the command work in that run directory
     (resume continues the same W&B run).
 
@@ -101,6 +105,12 @@ class DarkroomCLI(LightningCLI):
                                  "or skips the batch (counted as train/nonfinite_skipped); null: no guard.")
         parser.add_argument("--run.overwrite", type=bool, default=False,
                             help="predict: replace output files that already exist (default: refuse).")
+        parser.add_argument("--run.skip_bad", type=bool, default=False,
+                            help="predict: report and skip input files that cannot be decoded (default: stop, "
+                                 "naming the file, before writing anything).")
+        parser.add_argument("--run.tile_size", type=int | None, default=512,
+                            help="predict: tile size of exact tiled inference, used above 4 tiles of pixels "
+                                 "(same result, memory of one tile); null = whole images.")
         parser.add_argument("--run.eval_precision", type=Literal["32", "autocast"], default="32",
                             help="validation/test/predict under a mixed --trainer.precision: '32' (fp32 "
                                  "metrics, default) or 'autocast' (faster, reduced precision; recorded).")
@@ -108,6 +118,13 @@ class DarkroomCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.config["fit"]["run"].test_after_fit:
             _run_test_after_fit(self)
+
+    def before_predict(self) -> None:
+        """The images go to disk: Lightning need not keep every output in memory (``--return_predictions``
+        defaults to false here; 100 12-megapixel outputs would be 14 GB)."""
+        cfg = self.config_init[self.subcommand]
+        if cfg.get("return_predictions") is None:
+            cfg["return_predictions"] = False
 
     def instantiate_classes(self) -> None:
         """As Lightning's, but a checkpoint error inside a model constructor (``pretrained=``) is raised as
@@ -133,7 +150,7 @@ class DarkroomCLI(LightningCLI):
         if not Path(ckpt_path).is_file():
             raise FileNotFoundError(f"{ckpt_path}: --ckpt_path file not found")
         ckpt = load_checkpoint_file(ckpt_path)
-        self._ckpt_meta = {"global_step": ckpt.get("global_step")}
+        self._ckpt_meta = {"global_step": ckpt.get("global_step"), "epoch": ckpt.get("epoch")}
         hparams = dict(ckpt.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
         ckpt_class = (ckpt.get("darkroom") or {}).get("model_class") or hparams.get("_class_path")
@@ -227,11 +244,15 @@ class DarkroomCLI(LightningCLI):
         if sub == "test":
             self.results_writer = ResultsWriter(self.run_dir, config_dict, ckpt_path, self._wandb_id,
                                                 precision=self._precision,
-                                                checkpoint_step=self._ckpt_meta.get("global_step"))
+                                                checkpoint_step=self._ckpt_meta.get("global_step"),
+                                                checkpoint_epoch=self._ckpt_meta.get("epoch"))
             callbacks.append(self.results_writer)
         if sub == "predict":
             self.image_writer = ImageWriter(run.output_dir or self.run_dir / "predictions", overwrite=run.overwrite)
             callbacks.append(self.image_writer)
+            if self.datamodule is not None:  # read by the predict branch of the DataModules' setup
+                self.datamodule.predict_skip_bad = run.skip_bad
+            self.model.tile_size = run.tile_size  # read by the models' enhance / predict_step
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
@@ -259,9 +280,10 @@ def _finish_wandb() -> None:
 def _run_test_after_fit(cli: DarkroomCLI) -> None:
     """Test the best (else last) checkpoint of the fit that just ended, in the same process and W&B run."""
     ckpt = best_checkpoint(cli.trainer)
-    step = load_checkpoint_file(ckpt).get("global_step") if ckpt else None
+    meta = load_checkpoint_file(ckpt) if ckpt else {}
     cli.results_writer = ResultsWriter(cli.run_dir, cli._config_dict, ckpt, cli._wandb_id,
-                                       precision=cli._precision, checkpoint_step=step)
+                                       precision=cli._precision, checkpoint_step=meta.get("global_step"),
+                                       checkpoint_epoch=meta.get("epoch"))
     cli.trainer.callbacks.append(cli.results_writer)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt)
 

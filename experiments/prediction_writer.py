@@ -1,15 +1,21 @@
 """The ``predict`` image writer: full-resolution PNGs that never destroy an input or an earlier result.
 
-``predict_step`` returns ``{"output": N×C×H×W float in [0, 1], "name": [str, ...]}`` (C = 1 or 3); each item
-becomes ``<output_dir>/<name>.png``. Before the first batch is predicted (``on_predict_start``) the writer
-refuses, with an :class:`UnsafeOutputError` naming both paths:
+``predict_step`` returns ``{"output": N×C×H×W float in [0, 1], "name": [str, ...]}`` (C = 1 or 3), optionally
+``"notes": [str, ...]`` (one line per item, e.g. Zero-DCE++'s crop to a multiple of its scale factor, printed
+when the item is written); each item becomes ``<output_dir>/<name>.png``. A name may be a relative path with
+``/`` separators (``DICM/01`` → ``<output_dir>/DICM/01.png``, sub-folders created): the predict folders of
+the single-image DataModules are walked at any depth and mirrored
+(:func:`datamodules.image_io.list_images_recursive`). Before the first batch is predicted (``on_predict_start``)
+the writer refuses, with an :class:`UnsafeOutputError` naming both paths:
 
 * an output folder that is, or lies inside, an input folder: every DataModule hyper-parameter whose name
   ends in ``root`` or ``_dir`` (``predict_root``, ``train_root``, DPED's ``root``, ...) and the folder of
   every predict input file, all compared after ``Path.resolve()`` (so symlinks do not fool it);
 * an output file that is one of the predict input files (same resolved path);
 * two predictions with the same output file (``a.jpg`` and ``a.png`` both → ``a.png``; compared
-  case-insensitively, as on macOS / Windows file systems);
+  case-insensitively, path included, as on macOS / Windows file systems);
+* a name that is absolute, has an empty, ``.`` or ``..`` component, a backslash or NUL, or whose file resolves
+  outside the output folder (e.g. through a symbolic link inside it);
 * an output file that already exists, unless ``overwrite=True`` (``--run.overwrite true``):
   :class:`OutputExistsError`, naming the file.
 
@@ -18,11 +24,18 @@ The names are known up front for the predict datasets of the Darkroom DataModule
 dataset the same checks run per batch, before anything of that batch is written. Files are written atomically
 (:func:`datamodules.image_io.write_image`: temporary file in the same folder, then ``os.replace``), so a killed
 run leaves only complete PNGs.
+
+Unreadable inputs: the DataModules decode every predict file at ``setup`` and stop, naming the file, unless
+told to skip them (``--run.skip_bad true``); the skipped files (a dataset's ``skipped`` list of
+``(file, reason)``) are reported here, one line each, before the first batch. When predict ends the writer
+prints one summary line: ``predict: 17 images written to OUT, 0 skipped, 6.2 s``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,6 +118,8 @@ class ImageWriter(BasePredictionWriter):
 
     Attributes:
         written: the files written by the current ``predict`` run, in order.
+        skipped: ``(input file, reason)`` of the unreadable inputs the DataModule left out (``--run.skip_bad``).
+        summary: the summary line of the last finished run (``predict: N images written to …``).
     """
 
     def __init__(self, output_dir: str | Path, overwrite: bool = False) -> None:
@@ -112,6 +127,10 @@ class ImageWriter(BasePredictionWriter):
         self.output_dir = Path(output_dir)
         self.overwrite = overwrite
         self.written: list[Path] = []
+        self.skipped: list[tuple[Path, str]] = []
+        self.summary: str | None = None
+        self._notes = 0  # items written with a note (predict_step's "notes")
+        self._started = time.perf_counter()  # the CLI makes the writer just before the run: the time counts setup
         self._claimed: dict[str, str] = {}  # casefolded output file name → what it comes from (this run)
         self._done: set[str] = set()  # casefolded output file names written in this run
         self._inputs: dict[Path, Path] = {}  # resolved input file → as given
@@ -122,13 +141,21 @@ class ImageWriter(BasePredictionWriter):
         return self.output_dir.expanduser().resolve()
 
     def target(self, name: str) -> Path:
-        """``<output_dir>/<name>.png``; a name that is not a plain file name is an :class:`UnsafeOutputError`."""
-        plain = isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+        """``<output_dir>/<name>.png``; ``name`` is a file name or a relative path with ``/`` separators
+        (``DICM/01``). Anything else (absolute, an empty / ``.`` / ``..`` component, ``\\`` or NUL) is an
+        :class:`UnsafeOutputError`."""
+        parts = name.split("/") if isinstance(name, str) else []
+        plain = bool(parts) and all(p not in ("", ".", "..") and not any(c in p for c in "\\\0") for p in parts)
         if not plain:
             raise UnsafeOutputError(
-                f"prediction name {name!r} is not a plain file name; it would be written outside {self.output_dir}"
+                f"prediction name {name!r} is not a plain file name or relative path; it would be written outside "
+                f"{self.output_dir}"
             )
-        return self.output_dir / f"{name}.png"
+        return self.output_dir.joinpath(*parts[:-1], f"{parts[-1]}.png")
+
+    def _key(self, target: Path) -> str:
+        """What identifies an output file across file systems: its path below the output folder, casefolded."""
+        return target.relative_to(self.output_dir).as_posix().casefold()
 
     def check_output_dir(self, folders: Iterable[tuple[str, Path]]) -> None:
         """Refuse an output folder that is, or lies inside, any of ``folders`` (``(label, resolved path)``)."""
@@ -158,8 +185,9 @@ class ImageWriter(BasePredictionWriter):
         targets = [self.target(n) for n in names]
         claimed = dict(self._claimed)
         existing: list[Path] = []
+        out = self.resolved_dir
         for target, source in zip(targets, sources, strict=True):
-            key = target.name.casefold()
+            key = self._key(target)
             if key in claimed:
                 raise UnsafeOutputError(
                     f"two predictions map to the same output file {target}: {claimed[key]} and {source}; "
@@ -167,6 +195,11 @@ class ImageWriter(BasePredictionWriter):
                 )
             claimed[key] = source
             resolved = target.expanduser().resolve()
+            if out not in resolved.parents:
+                raise UnsafeOutputError(
+                    f"output file {target} resolves to {resolved}, outside --run.output_dir {self.output_dir} "
+                    f"(resolved {out}), through a symbolic link; predict writes only inside its output folder"
+                )
             if resolved in self._inputs:
                 raise UnsafeOutputError(
                     f"output file {target} (resolved {resolved}) is the predict input file "
@@ -189,10 +222,14 @@ class ImageWriter(BasePredictionWriter):
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """All checks that need no prediction, before the first batch (the predict dataloaders exist)."""
         self.written, self._claimed, self._done, self._inputs = [], {}, set(), {}
+        self._notes = 0
         datamodule = getattr(trainer, "datamodule", None)
         datasets = [getattr(dl, "dataset", None) for dl in _loaders(getattr(trainer, "predict_dataloaders", None))]
         if not datasets and datamodule is not None:
             datasets = [getattr(datamodule, "predict_set", None)]
+        self.skipped = [item for d in datasets for item in (getattr(d, "skipped", None) or [])]
+        for _, reason in self.skipped:
+            print(f"predict: skipped (unreadable): {reason}", file=sys.stderr)
         items_per_set = [predict_items(d) for d in datasets]
         known = [item for items in items_per_set if items is not None for item in items]
         for _, files in known:
@@ -230,7 +267,7 @@ class ImageWriter(BasePredictionWriter):
                 f"predict_step returned {len(outputs)} outputs but {len(names)} names (batch {batch_idx})"
             )
         targets = [self.target(n) for n in names]
-        keys = [t.name.casefold() for t in targets]
+        keys = [self._key(t) for t in targets]
         for i, (target, key) in enumerate(zip(targets, keys, strict=True)):
             if key in self._done or key in keys[:i]:
                 raise UnsafeOutputError(
@@ -241,6 +278,20 @@ class ImageWriter(BasePredictionWriter):
         fresh = [i for i, key in enumerate(keys) if key not in self._claimed]
         if fresh:
             self.claim([names[i] for i in fresh], [f"batch {batch_idx} item {i}" for i in fresh])
-        for image, target, key in zip(outputs, targets, keys, strict=True):
+        notes = prediction.get("notes") or [""] * len(names)
+        notes = [notes] if isinstance(notes, str) else list(notes)
+        for image, target, key, note in zip(outputs, targets, keys, notes, strict=True):
             self.written.append(write_image(target, image))
             self._done.add(key)
+            if note:
+                self._notes += 1
+                print(f"predict: {target}: {note}", file=sys.stderr)
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """One summary line: images written, skipped, seconds (since the writer was made, or the last run)."""
+        seconds = time.perf_counter() - self._started
+        noted = self._notes
+        self.summary = (f"predict: {len(self.written)} images written to {self.output_dir}, {len(self.skipped)} "
+                        f"skipped, {seconds:.1f} s" + (f" ({noted} with a note above)" if noted else ""))
+        print(self.summary)
+        self._started = time.perf_counter()

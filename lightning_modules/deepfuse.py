@@ -34,7 +34,8 @@ from torchmetrics import MetricCollection
 
 from lightning_modules.checkpoints import checkpoint_state
 from lightning_modules.fusion_baselines import Mertens, PixelMean, stack_sources
-from lightning_modules.image_grid import log_grid, save_samples, side_by_side
+from lightning_modules.image_grid import finish_samples, log_grid, save_samples, side_by_side
+from lightning_modules.per_image import PerImageRows
 from losses.mef_ssim import MEFSSIMLoss, mef_ssim
 from metrics.mef_ssim import MEFSSIM
 
@@ -449,6 +450,8 @@ class DeepFuse(LightningModule):
         self.test_metrics = nn.ModuleDict({m or "deepfuse": self._metrics(f"test/{m}") for m in self.methods})
         self.tags = [architecture, f"loss-{loss}" + ("-ms" if multiscale_loss and loss == "mef_ssim" else "")]
         self.last_grid_path: Path | None = None
+        self.variant = architecture
+        self.per_image = PerImageRows()
         if pretrained:
             self.load_pretrained(pretrained)
 
@@ -521,13 +524,14 @@ class DeepFuse(LightningModule):
                 collection["ms_mef_ssim"].update(y_fused, y_sources)
             self.log_dict(collection, on_epoch=True, batch_size=sources.shape[0])
         if stage == "test":
-            save_samples(self, list(batch["name"]), {"input": side_by_side(sources), "output": fused},
-                         first_index=batch_idx * sources.shape[0])
+            names = list(batch["name"])
+            self.per_image.add_metrics(names, *metrics.values())
+            save_samples(self, names, {"input": side_by_side(sources), "output": fused})
         if batch_idx == 0 and self.hparams.log_images:
             k = self.hparams.log_images
             cols = [sources[:k, i] for i in range(sources.shape[1])] + [fused[:k], outputs["mertens_"][:k]]
             captions = [f"exposure {i + 1}" for i in range(sources.shape[1])] + ["DeepFuse", "Mertens"]
-            path = log_grid(self, f"{stage}/examples", cols, captions)
+            path = log_grid(self, f"{stage}/examples", cols, captions, row_names=list(batch["name"][:k]))
             if path is not None:
                 self.last_grid_path = path
         return fused
@@ -538,8 +542,20 @@ class DeepFuse(LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "test")
 
+    def on_test_epoch_start(self) -> None:
+        self.per_image.reset()
+
+    def on_test_epoch_end(self) -> None:
+        finish_samples(self)
+
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        return {"output": self(batch["sources"]).clamp(0, 1), "name": batch["name"]}
+        """Fuse full-size stacks; above 4 tiles of pixels in the exact two-pass tiled form (the convolutions tile by
+        tile, then the global min–max: :func:`lightning_modules.memory.deepfuse_fuse`, same output)."""
+        from lightning_modules.memory import deepfuse_fuse, deepfuse_tile_size
+
+        sources = batch["sources"]
+        return {"output": deepfuse_fuse(self, sources, deepfuse_tile_size(self, sources)).clamp(0, 1),
+                "name": batch["name"]}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas))

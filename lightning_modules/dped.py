@@ -31,7 +31,8 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from lightning_modules.checkpoints import load_checkpoint_file
-from lightning_modules.image_grid import log_grid, save_samples
+from lightning_modules.image_grid import finish_samples, log_grid, save_samples
+from lightning_modules.per_image import PerImageRows
 from lightning_modules.tf_checkpoint import checkpoint_files, load_tf_checkpoint
 from losses.dped import ALTERNATIVE_WEIGHTS, OFFICIAL_WEIGHTS, DPEDGeneratorLoss, discriminator_loss
 from losses.vgg import VGG19Features
@@ -376,7 +377,8 @@ class DPED(LightningModule):
         self.discriminator = DPEDDiscriminator(in_size=patch_size, grayscale=disc_grayscale, eps=eps,
                                                width=disc_width)
         self.loss: DPEDGeneratorLoss | None = None  # built for fit only (the VGG-19 is not needed to evaluate)
-        metrics = MetricCollection({"psnr": DPEDPSNR(), "ms_ssim": DPEDMSSSIM(), "psnr_batch": DPEDBatchPSNR()})
+        metrics = MetricCollection({"psnr": DPEDPSNR(), "ms_ssim": DPEDMSSSIM(), "psnr_batch": DPEDBatchPSNR()},
+                                   compute_groups=False)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.test_input_metrics = metrics.clone(prefix="test/input_")
@@ -384,6 +386,8 @@ class DPED(LightningModule):
         if content_features != "vgg19" and self.weights["content"] != 0:
             self.tags.append(f"content-{content_features}")
         self.register_load_state_dict_post_hook(self._ignore_missing_vgg)
+        self.variant = "dped"
+        self.per_image = PerImageRows()
         if pretrained:
             self.load_pretrained(pretrained)
 
@@ -518,15 +522,17 @@ class DPED(LightningModule):
             metrics.update(out, y)
             self.log_dict(metrics, on_epoch=True, batch_size=x.shape[0])
             if stage == "test":
-                save_samples(self, list(batch["name"]), {"input": x, "output": out, "target": y},
-                             first_index=batch_idx * x.shape[0])
+                names = list(batch["name"])
+                save_samples(self, names, {"input": x, "output": out, "target": y})
                 self.test_input_metrics.update(x, y)
                 self.log_dict(self.test_input_metrics, on_epoch=True, batch_size=x.shape[0])
+                self.per_image.add_metrics(names, self.test_metrics, self.test_input_metrics)
         if batch_idx == 0 and self.hparams.log_images:
             cols = [x[: self.hparams.log_images], out[: self.hparams.log_images]]
             if y is not None:
                 cols.append(y[: self.hparams.log_images])
-            path = log_grid(self, f"{stage}/examples", cols, ["phone", "DPED", "DSLR"][: len(cols)])
+            path = log_grid(self, f"{stage}/examples", cols, ["phone", "DPED", "DSLR"][: len(cols)],
+                            row_names=list(batch["name"][: self.hparams.log_images]))
             if path is not None:
                 self.last_grid_path = path
         return out
@@ -537,6 +543,19 @@ class DPED(LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "test")
 
+    def on_test_epoch_start(self) -> None:
+        self.per_image.reset()
+
+    def on_test_epoch_end(self) -> None:
+        finish_samples(self)
+
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        """Whole full-size photos → ``{"output": clamped to [0, 1], "name"}`` (written as PNG by the command)."""
-        return {"output": self(batch["input"]).clamp(0, 1), "name": batch["name"]}
+        """Full-size photos → ``{"output": clamped to [0, 1], "name"}`` (written as PNG by the command): whole when
+        the photo fits in memory, else exact tiled instance norm (announced; :func:`lightning_modules.memory.dped_generate`)."""
+        from lightning_modules.memory import dped_generate
+        from lightning_modules.tiling import DEFAULT_TILE_SIZE
+
+        names = batch["name"]
+        name = names if isinstance(names, str) else ", ".join(map(str, names))
+        out = dped_generate(self.generator, batch["input"], name, getattr(self, "tile_size", DEFAULT_TILE_SIZE))
+        return {"output": out.clamp_(0, 1), "name": names}

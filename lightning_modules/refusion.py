@@ -31,7 +31,8 @@ from torch.func import functional_call, grad
 from lightning_modules.checkpoints import checkpoint_state
 from lightning_modules.deepfuse import minmax_normalize, rgb_to_ycbcr, ycbcr_to_rgb
 from lightning_modules.fusion_baselines import PixelMax, PixelMean
-from lightning_modules.image_grid import log_grid, save_samples, side_by_side
+from lightning_modules.image_grid import finish_samples, log_grid, save_samples, side_by_side
+from lightning_modules.per_image import PerImageRows, per_image_scores
 from losses.refusion import refusion_fusion_loss, refusion_reconstruction_loss, sobel_gradient
 from metrics.fusion import DEFAULT_METRICS, FusionMetrics
 
@@ -775,6 +776,8 @@ class ReFusion(LightningModule):
         self._inner: InnerStep | None = None
         self._outer_count = 0
         self.last_grid_path: Path | None = None
+        self.variant = task
+        self.per_image = PerImageRows()
         if pretrained:
             self.load_pretrained(pretrained)
 
@@ -960,12 +963,14 @@ class ReFusion(LightningModule):
         if stage == "test" or log_grid_now:
             fused = self.recombine(fused_y, sources) if sources.shape[2] == 3 else fused_y
         if stage == "test":
-            save_samples(self, list(batch["name"]), {"input": side_by_side(sources), "output": fused},
-                         first_index=batch_idx * sources.shape[0])
+            names = list(batch["name"])
+            self.per_image.add(names, {**per_image_scores(self.test_metrics), **per_image_scores(self.test_mean_metrics,
+                               "mean_"), **per_image_scores(self.test_max_metrics, "max_")})
+            save_samples(self, names, {"input": side_by_side(sources), "output": fused})
         if log_grid_now:
             path = log_grid(self, f"{stage}/examples", [sources[:, 0], sources[:, 1], fused,
                                                         self.pixel_mean(sources)],
-                            ["source 1", "source 2", "ReFusion", "pixel mean"])
+                            ["source 1", "source 2", "ReFusion", "pixel mean"], row_names=list(batch["name"]))
             if path is not None:
                 self.last_grid_path = path
         return fused_y
@@ -986,14 +991,24 @@ class ReFusion(LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "test")
 
+    def on_test_epoch_start(self) -> None:
+        self.per_image.reset()
+
     def on_test_epoch_end(self) -> None:
         for metric, prefix in ((self.test_metrics, "test/"), (self.test_mean_metrics, "test/mean_"),
                                (self.test_max_metrics, "test/max_")):
             if metric.update_count:
                 self._log_metrics(self, metric, prefix)
+        finish_samples(self)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        return {"output": self(batch["sources"]), "name": batch["name"]}
+        """A pair that would not fit in memory is refused before it runs, naming the memory it needs
+        (:func:`lightning_modules.memory.refusion_check`; channel attention needs the whole image)."""
+        from lightning_modules.memory import refusion_check
+
+        names = batch["name"]
+        refusion_check(batch["sources"], [names] if isinstance(names, str) else list(names))
+        return {"output": self(batch["sources"]), "name": names}
 
     def configure_optimizers(self) -> tuple[list, list]:
         hp = self.hparams

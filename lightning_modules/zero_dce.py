@@ -29,9 +29,13 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from lightning_modules.checkpoints import checkpoint_state
-from lightning_modules.image_grid import log_grid, save_samples
+from lightning_modules.image_grid import finish_samples, log_grid, save_samples
+from lightning_modules.memory import check_memory
+from lightning_modules.per_image import PerImageRows
+from lightning_modules.tiling import DEFAULT_TILE_SIZE, dce_enhance, flush_subnormal_, use_tiles
 from losses.zero_dce import ZeroDCELoss
-from metrics.full_reference import MAE, PSNR, SSIM
+from metrics.full_reference import MAE, PSNR, SSIM, VARIANTS
+from metrics.no_reference import LOE, NIQE, ColourCast, MeanBrightness
 
 __all__ = [
     "DCENet",
@@ -360,8 +364,9 @@ class ZeroDCE(LightningModule):
         depthwise_separable, shared_map: Zero-DCE++ components ([TPAMI Table 4]); ``None`` = the variant's.
         scale_factor: downscale factor of the curve-estimation net in training (official: 1).
         eval_scale_factor: the same at validation/test/predict (official Zero-DCE++ test: 12; ``None`` =
-            ``scale_factor``). Inputs are padded (replicate) to a multiple of it and the output cropped back,
-            so any image size works at full resolution.
+            ``scale_factor``). Validation, test and predict crop an image to a multiple of it from the
+            top-left corner, as the official Zero-DCE++ test does (the label is cropped the same way);
+            :meth:`enhance` can pad instead.
         sign: curve sign, ``"code"`` (official weights) or ``"paper"``.
         loss_weights: :class:`ZeroDCELossWeights`.
         loss_form: ``"official"`` (default) or ``"paper"`` forms of every loss term (digest §3).
@@ -371,6 +376,14 @@ class ZeroDCE(LightningModule):
         pretrained: optional weights to start from: an official ``Epoch99.pth`` (loaded with the
             official key layout) or a Darkroom ``.ckpt``.
         log_images: how many validation samples go into the before/after grid.
+        metric_variants: extra test columns for conventions the field mixes (:data:`metrics.full_reference.VARIANTS`):
+            ``gtmean`` / ``gtmean_llflow`` (output scaled to the label's mean brightness, LLFlow-style tables)
+            and ``y`` (PSNR/SSIM on luma) add ``psnr_<variant>`` and ``ssim_<variant>``.
+
+    Test data with labels (SICE Part2) gives PSNR / SSIM / MAE of the output and of the input
+    (``input_*``); unpaired photos (no ``Label/``) give no-reference metrics of both
+    (:mod:`metrics.no_reference`: ``niqe``, ``brightness``, ``colour_cast``, and ``loe`` of the output
+    against the input). Per-image values go to ``per_image.csv`` (:mod:`lightning_modules.per_image`).
     """
 
     paper = "zero_dce"
@@ -394,6 +407,7 @@ class ZeroDCE(LightningModule):
         weight_decay: float = 1e-4,
         pretrained: str | None = None,
         log_images: int = 4,
+        metric_variants: list[Literal["gtmean", "gtmean_llflow", "y"]] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(loss_weights, dict):
@@ -416,12 +430,33 @@ class ZeroDCE(LightningModule):
             weights["tv"] = 1600.0 if pp else 200.0
         self.loss = ZeroDCELoss(weights=weights, forms=loss_form, well_exposed=exposure_level)
         self.eval_scale_factor = float(eval_scale_factor or scale_factor)
-        metrics = MetricCollection({"psnr": PSNR(), "ssim": SSIM(), "mae": MAE()})
+        metrics = MetricCollection({"psnr": PSNR(), "ssim": SSIM(), "mae": MAE()}, compute_groups=False)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.test_input_metrics = metrics.clone(prefix="test/input_")
+        variants = list(metric_variants or [])
+        unknown = sorted(set(variants) - set(VARIANTS))
+        if unknown:
+            raise ValueError(f"metric_variants: unknown {unknown}; expected some of {sorted(VARIANTS)}")
+        self.test_variant_metrics = MetricCollection(
+            {f"{m}_{v}": cls(v) for v in variants for m, cls in (("psnr", PSNR), ("ssim", SSIM))},
+            prefix="test/", compute_groups=False)
+        no_ref = MetricCollection({"niqe": NIQE(), "brightness": MeanBrightness(), "colour_cast": ColourCast()},
+                                  compute_groups=False)
+        self.test_nr_metrics = no_ref.clone(prefix="test/")
+        self.test_input_nr_metrics = no_ref.clone(prefix="test/input_")
+        self.test_loe = MetricCollection({"loe": LOE()}, prefix="test/")
+        self.variant = variant
+        self.metric_variants = {
+            "psnr": "RGB, data range 1, mean of per-image PSNR", "ssim": "torchmetrics SSIM (Gaussian 11, σ 1.5) "
+            "on RGB, data range 1, mean of per-image values", "mae": "mean |output − label| over pixels and "
+            "channels on 0–255 (the paper's MAE unit is not found)",
+            **{f"{m}_{v}": f"{m.upper()} {VARIANTS[v]}" for v in variants for m in ("psnr", "ssim")}}
+        self.per_image = PerImageRows()
         self.tags = [variant, f"{n_layers}-{n_filters}-{n_iterations}"]
         self._grid_samples: list[list[torch.Tensor]] = []
+        self._grid_names: list[str] = []
+        self._train_grid: list | None = None
         self.last_grid_path: Path | None = None
         if pretrained:
             self.load_pretrained(pretrained)
@@ -432,9 +467,10 @@ class ZeroDCE(LightningModule):
         path = Path(path)
         if path.suffix == ".ckpt":
             self.net.load_state_dict(checkpoint_state(path))
-            return
-        official = load_official_weights(path, self.hparams.variant, scale_factor=self.net.scale_factor)
-        self.net.load_state_dict(official.state_dict())
+        else:
+            official = load_official_weights(path, self.hparams.variant, scale_factor=self.net.scale_factor)
+            self.net.load_state_dict(official.state_dict())
+        flush_subnormal_(self.net)
 
     @classmethod
     def from_official(
@@ -443,27 +479,57 @@ class ZeroDCE(LightningModule):
         """The released weights in a ready module (Zero-DCE++ evaluates at scale 12, as the official test)."""
         if variant == "zero_dce_pp":
             kwargs.setdefault("eval_scale_factor", 12.0)
-        return cls(variant=variant, pretrained=str(path), **kwargs)
+        tile_size = kwargs.pop("tile_size", "default")
+        model = cls(variant=variant, pretrained=str(path), **kwargs)
+        if tile_size != "default":  # tile size of enhance(tile_size="auto"): an int, or None = whole images
+            model.tile_size = tile_size
+        return model
 
     # -- inference -------------------------------------------------------------------------------
-    def enhance(self, x: torch.Tensor, scale_factor: float | None = None) -> torch.Tensor:
-        """Enhance N×3×H×W in [0, 1] at full resolution (any H, W); returns N×3×H×W."""
+    def enhance(
+        self,
+        x: torch.Tensor,
+        scale_factor: float | None = None,
+        tile_size: int | None | Literal["auto"] = "auto",
+        fit: Literal["pad", "crop"] = "pad",
+    ) -> torch.Tensor:
+        """Enhance N×3×H×W in [0, 1] at full resolution (any H, W).
+
+        Args:
+            scale_factor: curve-estimation scale (``None`` = ``eval_scale_factor``). With an integer s ≠ 1 the
+                image must be a multiple of s: ``fit="pad"`` pads it (replicate) and crops the output back to
+                H×W (validation/test: the output matches the label); ``fit="crop"`` crops it to multiples of s
+                from the top-left corner (:func:`crop_to_multiple`), as the official Zero-DCE++ test does, and
+                returns the cropped size (predict; padding changes the output by up to 13 grey levels).
+            tile_size: exact tiled inference (:mod:`lightning_modules.tiling`; equal to the whole-image result
+                to float precision, in the memory of one tile). ``"auto"`` (default): tiles of ``self.tile_size``
+                (:data:`~lightning_modules.tiling.DEFAULT_TILE_SIZE` = 512 unless set, e.g. by
+                ``--run.tile_size``) when the image has more than 4 tiles of pixels; an int: tiles of that size;
+                ``None``: the whole image at once.
+            fit: ``"pad"`` or ``"crop"`` (above).
+
+        Returns:
+            N×3×H×W (``fit="crop"``: N×3×(H//s·s)×(W//s·s)).
+        """
         s = float(scale_factor or self.eval_scale_factor)
+        if fit not in ("pad", "crop"):
+            raise ValueError(f"ZeroDCE.enhance: fit must be 'pad' or 'crop', got {fit!r}")
+        if s != 1 and s.is_integer() and fit == "crop":
+            x = crop_to_multiple(x, s)
         h, w = x.shape[-2:]
+        if tile_size == "auto":
+            tile = getattr(self, "tile_size", DEFAULT_TILE_SIZE)
+            tile_size = tile if use_tiles(h, w, tile) else None
         if s != 1 and s.is_integer():
             ph, pw = (-h) % int(s), (-w) % int(s)
             if ph or pw:
                 x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        previous, self.net.scale_factor = self.net.scale_factor, s
-        try:
-            out, _ = self.net(x)
-        finally:
-            self.net.scale_factor = previous
+        out = dce_enhance(self.net, x, s, tile_size)
         return out[..., :h, :w]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """N×3×H×W in [0, 1] → enhanced N×3×H×W (at the evaluation scale factor)."""
-        return self.enhance(x)
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """N×3×H×W in [0, 1] → enhanced N×3×H×W (at the evaluation scale factor; ``kwargs`` go to :meth:`enhance`)."""
+        return self.enhance(x, **kwargs)
 
     # -- steps -----------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -474,22 +540,52 @@ class ZeroDCE(LightningModule):
         self.log_dict({f"train/loss_{k}": v for k, v in terms.items() if k != "total"},
                       on_step=True, on_epoch=True, batch_size=n)
         self.log("train/loss", terms["total"], on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        if batch_idx == 0 and self.hparams.log_images:  # kept for a grid when there is no validation
+            k = self.hparams.log_images
+            self._train_grid = [x[:k].detach().cpu(), enhanced[:k].detach().float().cpu(), list(batch["name"][:k])]
         return terms["total"]
+
+    def on_train_epoch_end(self) -> None:
+        """Zero-reference training often has no paired validation set: then grid the epoch's first batch."""
+        grid = getattr(self, "_train_grid", None)
+        if grid is not None and not sum(self.trainer.num_val_batches or [0]):
+            path = log_grid(self, "train/examples", grid[:2], ["input", "Zero-DCE"], row_names=grid[2])
+            self.last_grid_path = path or self.last_grid_path
+        self._train_grid = None
 
     def _evaluate(self, batch: dict, batch_idx: int, stage: str) -> torch.Tensor:
         x, y = batch["input"], batch.get("target")
-        out = self.enhance(x)
+        out = self.enhance(x, fit="crop")
+        if out.shape[-2:] != x.shape[-2:]:  # Zero-DCE++ crops to a multiple of its scale factor, as the official test
+            h, w = out.shape[-2:]
+            x, y = x[..., :h, :w], (y[..., :h, :w] if y is not None else None)
+        names, n = list(batch["name"]), x.shape[0]
         if y is not None:
             metrics = self.val_metrics if stage == "val" else self.test_metrics
             metrics.update(out, y)
-            self.log_dict(metrics, on_epoch=True, batch_size=x.shape[0])
+            self.log_dict(metrics, on_epoch=True, batch_size=n)
             if stage == "test":
-                save_samples(self, list(batch["name"]), {"input": x, "output": out, "target": y},
-                             first_index=batch_idx * x.shape[0])
                 self.test_input_metrics.update(x, y)
-                self.log_dict(self.test_input_metrics, on_epoch=True, batch_size=x.shape[0])
+                self.log_dict(self.test_input_metrics, on_epoch=True, batch_size=n)
+                collections = [self.test_metrics, self.test_input_metrics]
+                if len(self.test_variant_metrics):
+                    self.test_variant_metrics.update(out, y)
+                    self.log_dict(self.test_variant_metrics, on_epoch=True, batch_size=n)
+                    collections.append(self.test_variant_metrics)
+                self.per_image.add_metrics(names, *collections)
+                save_samples(self, names, {"input": x, "output": out, "target": y})
+        elif stage == "test":
+            self.test_nr_metrics.update(out)
+            self.test_input_nr_metrics.update(x)
+            self.test_loe.update(out, x)
+            for collection in (self.test_nr_metrics, self.test_input_nr_metrics, self.test_loe):
+                self.log_dict(collection, on_epoch=True, batch_size=n)
+            self.per_image.add_metrics(names, self.test_nr_metrics, self.test_input_nr_metrics, self.test_loe,
+                                       groups=batch.get("group"))
+            save_samples(self, names, {"input": x, "output": out})
         if batch_idx < self.hparams.log_images:
             self._grid_samples.append([t[:1].detach().cpu() for t in (x, out, y) if t is not None])
+            self._grid_names.append(names[0])
         return out
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -499,30 +595,59 @@ class ZeroDCE(LightningModule):
         self._evaluate(batch, batch_idx, "test")
 
     def on_validation_epoch_start(self) -> None:
-        self._grid_samples = []
+        self._grid_samples, self._grid_names = [], []
 
-    on_test_epoch_start = on_validation_epoch_start
+    def on_test_epoch_start(self) -> None:
+        self.on_validation_epoch_start()
+        self.per_image.reset()
+
+    def on_test_start(self) -> None:
+        # subnormal weights (24 % of the released Zero-DCE's) make CPU convolutions ~20× slower; zeroing
+        # them leaves the output bit-identical (see lightning_modules.tiling.flush_subnormal_)
+        flush_subnormal_(self.net)
+
+    on_predict_start = on_test_start
 
     def _log_samples(self, stage: str) -> None:
-        """One before/after grid of the first ``log_images`` samples (input | Zero-DCE | label)."""
+        """One before/after grid of the first ``log_images`` samples (input | Zero-DCE | label), captioned."""
         samples = getattr(self, "_grid_samples", [])
         if not samples:
             return
         columns = [torch.cat([F.interpolate(s[c], size=samples[0][c].shape[-2:], mode="bilinear")
                               for s in samples]) for c in range(len(samples[0]))]
-        path = log_grid(self, f"{stage}/examples", columns, ["input", "Zero-DCE", "label"][: len(columns)])
+        path = log_grid(self, f"{stage}/examples", columns, ["input", "Zero-DCE", "label"][: len(columns)],
+                        row_names=self._grid_names)
         if path is not None:
             self.last_grid_path = path
-        self._grid_samples = []
+        self._grid_samples, self._grid_names = [], []
 
     def on_validation_epoch_end(self) -> None:
         self._log_samples("val")
 
     def on_test_epoch_end(self) -> None:
         self._log_samples("test")
+        finish_samples(self)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        return {"output": self.enhance(batch["input"]).clamp(0, 1), "name": batch["name"]}
+        """Enhance full-size photos → ``{"output": in [0, 1], "name", "notes"}``, tiled above 4 tiles of pixels
+        (:meth:`enhance`). At an integer ``eval_scale_factor`` s ≠ 1 (Zero-DCE++: 12) an image that is not a
+        multiple of s is cropped to one from the top-left corner, as the official Zero-DCE++ test does; its
+        note says so (``cropped 326×326 → 324×324 (W×H) …``), printed when the image is written."""
+        x = batch["input"]
+        s = float(self.eval_scale_factor)
+        tile = getattr(self, "tile_size", DEFAULT_TILE_SIZE)
+        if not use_tiles(*x.shape[-2:], tile):  # whole image: refused before it runs if it cannot fit
+            names = batch["name"]
+            name = names if isinstance(names, str) else ", ".join(map(str, names))
+            check_memory("zero_dce" if s == 1 else "zero_dce_pp", name, *x.shape[-2:], x.device,
+                         "use --run.tile_size 512 (exact tiling, the same output)", images=x.shape[0])
+        out = self.enhance(x, fit="crop").clamp_(0, 1)
+        notes = [""] * x.shape[0]
+        if out.shape[-2:] != x.shape[-2:]:
+            (h, w), (ch, cw) = x.shape[-2:], out.shape[-2:]
+            notes = [f"cropped {w}×{h} → {cw}×{ch} (W×H, top-left; a multiple of the scale factor {s:g}, "
+                     f"as the official Zero-DCE++ test)"] * x.shape[0]
+        return {"output": out, "name": batch["name"], "notes": notes}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(

@@ -6,17 +6,80 @@ classes compute one score per image with torchmetrics' functional implementation
 sum and a count, both reduced with ``sum`` across processes.
 
 Conventions (Zero-DCE's evaluation code was never released, so each is a documented choice):
-RGB, data range 1.0 for PSNR and SSIM (Gaussian window 11, σ 1.5), MAE on the 0–255 scale as a
-mean over pixels and channels.
+RGB, data range 1.0 for PSNR and SSIM (Gaussian window 11, σ 1.5, mean over the three channels), MAE on
+the 0–255 scale as a mean over pixels and channels. Data range 1 on [0, 1] images equals data range 255
+on 8-bit images, so it is not a variant.
+
+Variants the field mixes, each an explicit option whose name goes into the metric's column
+(:data:`VARIANTS`):
+
+* ``gtmean``: the output scaled so its mean equals the label's mean (over all RGB values of each), then
+  clipped to [0, 1]; an image aligned with itself is unchanged.
+* ``gtmean_llflow``: LLFlow's form (repo wyf0912/LLFlow ``code/test.py``, after KinD's
+  ``evaluate_LOLdataset.py``): output scaled by ``mean(grey(label)) / mean(output)``, where grey is
+  OpenCV's ``0.299 R + 0.587 G + 0.114 B`` and the output's mean is over all RGB values; clipped.
+* ``y``: PSNR/SSIM on BT.601 studio-range luma ``Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255``
+  (BasicSR's ``test_y_channel`` convention), instead of RGB.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torchmetrics import Metric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+#: metric-variant name → description (the column of a variant is ``<metric>_<variant>``).
+VARIANTS: dict[str, str] = {
+    "gtmean": "output scaled to the label's mean RGB value, clipped to [0, 1]",
+    "gtmean_llflow": "output scaled by mean(grey(label)) / mean(output) as LLFlow's test.py, clipped to [0, 1]",
+    "y": "on BT.601 studio-range luma Y (BasicSR test_y_channel) instead of RGB",
+}
+
+
+def luma_bt601(x: torch.Tensor) -> torch.Tensor:
+    """BT.601 studio-range luma of RGB in [0, 1]: N×3×H×W → N×1×H×W in [16/255, 235/255] (BasicSR ``rgb2ycbcr``)."""
+    r, g, b = x.unbind(1)
+    return ((16.0 + 65.481 * r + 128.553 * g + 24.966 * b) / 255.0).unsqueeze(1)
+
+
+def gt_mean_align(preds: torch.Tensor, target: torch.Tensor, statistic: str = "rgb") -> torch.Tensor:
+    """Scale each output image so its mean brightness equals its label's, then clip to [0, 1].
+
+    Args:
+        preds, target: N×3×H×W in [0, 1].
+        statistic: ``"rgb"`` (mean over all RGB values of both) or ``"llflow"`` (label mean of OpenCV grey
+            ``0.299 R + 0.587 G + 0.114 B``, output mean over all RGB values: LLFlow ``code/test.py``).
+    """
+    if statistic == "rgb":
+        goal = target.flatten(1).mean(1)
+    elif statistic == "llflow":
+        w = torch.tensor([0.299, 0.587, 0.114], dtype=target.dtype, device=target.device).view(1, 3, 1, 1)
+        goal = (target * w).sum(1).flatten(1).mean(1)
+    else:
+        raise ValueError(f"gt_mean_align: statistic must be 'rgb' or 'llflow', got {statistic!r}")
+    scale = goal / preds.flatten(1).mean(1).clamp_min(1e-12)
+    return (preds * scale.view(-1, 1, 1, 1)).clamp(0, 1)
+
+
+def apply_variant(preds: torch.Tensor, target: torch.Tensor, variant: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(preds, target)`` as the metric variant sees them (see :data:`VARIANTS`; ``None`` = as they are)."""
+    if variant is None:
+        return preds, target
+    if variant == "gtmean":
+        return gt_mean_align(preds, target, "rgb"), target
+    if variant == "gtmean_llflow":
+        return gt_mean_align(preds, target, "llflow"), target
+    if variant == "y":
+        return luma_bt601(preds), luma_bt601(target)
+    raise ValueError(f"unknown metric variant {variant!r}; expected one of {sorted(VARIANTS)}")
+
+
+def _variant_score(fn: Callable[..., torch.Tensor], variant: str | None, preds: torch.Tensor,
+                   target: torch.Tensor) -> torch.Tensor:
+    return fn(*apply_variant(preds, target, variant))
 
 
 def psnr_per_image(preds: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -68,21 +131,23 @@ class PerImageMean(Metric):
 
 
 class PSNR(PerImageMean):
-    """Per-image PSNR (dB, data range 1), averaged over images."""
+    """Per-image PSNR (dB, data range 1), averaged over images; ``variant`` from :data:`VARIANTS`."""
 
     higher_is_better = True
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(psnr_per_image, **kwargs)
+    def __init__(self, variant: str | None = None, **kwargs) -> None:
+        apply_variant(torch.zeros(1, 3, 1, 1), torch.zeros(1, 3, 1, 1), variant)  # validate the name
+        super().__init__(partial(_variant_score, psnr_per_image, variant), **kwargs)
 
 
 class SSIM(PerImageMean):
-    """Per-image SSIM (torchmetrics), averaged over images."""
+    """Per-image SSIM (torchmetrics), averaged over images; ``variant`` from :data:`VARIANTS`."""
 
     higher_is_better = True
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(ssim_per_image, **kwargs)
+    def __init__(self, variant: str | None = None, **kwargs) -> None:
+        apply_variant(torch.zeros(1, 3, 1, 1), torch.zeros(1, 3, 1, 1), variant)
+        super().__init__(partial(_variant_score, ssim_per_image, variant), **kwargs)
 
 
 class MAE(PerImageMean):

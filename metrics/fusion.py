@@ -744,6 +744,7 @@ class FusionMetrics(Metric):
         super().__init__(**kwargs)
         self.metric_names: tuple[str, ...] = _check_names(metrics)
         self.quantize = quantize
+        self.last_scores: dict[str, Tensor] = {}  # the last batch's per-image values (for per-image results)
         self.add_state("sums", default=torch.zeros(len(self.metric_names), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 
@@ -753,6 +754,7 @@ class FusionMetrics(Metric):
             raise ValueError(f"`fused` must be a batch N×1×H×W; got {shape}")
         f, s, _ = _prepare(fused, sources, self.quantize)
         table = _compute_all(f, s, self.metric_names)
+        self.last_scores = {m: table[:, i].detach() for i, m in enumerate(self.metric_names)}
         self.sums += table.sum(dim=0).to(self.sums.device)
         self.count += table.shape[0]
 

@@ -43,12 +43,14 @@ class MEFSSIM(Metric):
             raise ValueError(f"data_range: expected a positive number, got {data_range!r}")
         self.multiscale = multiscale
         self.data_range = data_range
+        self.last_scores: Tensor | None = None  # the last batch's N scores (for per-image results)
         self.add_state("score_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, fused: Tensor, sources: Tensor) -> None:
         """Add the scores of a batch: fused N×1×H×W, sources N×K×1×H×W."""
         scores = mef_ssim(fused, sources, multiscale=self.multiscale, data_range=self.data_range)
+        self.last_scores = scores.detach()
         self.score_sum += scores.detach().to(self.score_sum.dtype).sum()
         self.count += scores.numel()
 

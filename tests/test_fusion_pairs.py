@@ -108,7 +108,7 @@ def test_shared_fusion_pairs(shared):
     assert set(pairs) == {"MSRS_00710N", "MSRS_00906N", "TNO_05", "RoadScene_FLIR_04722", "VIFB_fight"}
     assert pairs["MSRS_00710N"].size == (640, 480) and pairs["MSRS_00710N"].first.name == "MSRS_00710N_ir.png"
     mf = shared("fusion/multi_focus")
-    assert [p.name for p in find_pairs(mf, "mfif", "suffix")] == ["MFIF_5", "MFIF_14"]
+    assert [p.name for p in find_pairs(mf, "mfif", "suffix")] == ["Lytro_c01", "MFIF_5", "MFIF_14"]
     assert [p.name for p in find_pairs(mf, "mfif", "suffix", suffixes=["_1", "_2"])] == ["Lytro_c01"]
     med = shared("fusion/medical")
     with pytest.raises(DatasetLayoutError, match="several medical modalities"):

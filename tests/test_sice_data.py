@@ -122,7 +122,8 @@ def test_write_sice_deterministic(tmp_path: Path) -> None:
 def test_datamodule_reads_sice(sice_root: Path) -> None:
     dm = _dm(train_root=str(sice_root / "Dataset_Part1"), val_root=str(sice_root / "Dataset_Part2"),
              test_root=str(sice_root / "Dataset_Part2"), image_size=32, batch_size=5, eval_size=(48, 36),
-             val_max_pairs=4)
+             val_max_pairs=4, eval_batch_size=5)
+    assert _dm().eval_batch_size == 1  # full-resolution evaluation defaults to one image per batch
     dm.setup("fit")
     dm.setup("test")
     assert len(dm.train_set) == 4 * len(EVS)  # every sequence image, labels excluded
@@ -226,7 +227,7 @@ def test_missing_and_empty_roots(tmp_path: Path) -> None:
         _dm(train_root=str(tmp_path / "empty")).setup("fit")
     with pytest.raises(DatasetLayoutError, match=r"empty.*no image files"):
         _dm(predict_root=str(tmp_path / "empty")).setup("predict")
-    with pytest.raises(DatasetLayoutError, match=r"empty.*no sequence folders"):
+    with pytest.raises(DatasetLayoutError, match=r"empty: no image files found at any depth"):
         _dm(test_root=str(tmp_path / "empty")).setup("test")
     with pytest.raises(ValueError, match="train_root is not set"):
         _dm().setup("fit")
@@ -239,7 +240,11 @@ def test_sequence_without_label(sice_root: Path, tmp_path: Path) -> None:
         _dm(test_root=str(root)).setup("test")
     shutil.rmtree(root / "Label")
     with pytest.raises(DatasetLayoutError, match=r"p2: no Label/ folder"):
-        _dm(test_root=str(root)).setup("test")
+        _dm(val_root=str(root)).setup("validate")
+    dm = _dm(test_root=str(root))  # without labels, a test root is a folder of unpaired photos
+    dm.setup("test")
+    assert dm.test_set.groups[0] == "1" and dm.test_set.names[0].startswith("1/")
+    assert dm.describe("test")["layout"] == "unpaired"
 
 
 def test_unreadable_file_fails_at_setup(sice_root: Path, tmp_path: Path) -> None:
