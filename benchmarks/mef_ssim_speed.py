@@ -1,153 +1,226 @@
-"""MEF-SSIM speed: our vectorised ``losses.mef_ssim`` vs the naive per-patch NumPy oracle.
+"""MEF-SSIM speed: the depthwise 'valid' filter (issue 13) vs the per-map filter it replaced, forward + backward.
 
-Workload: a batch of 16 exposure pairs of 64×64 patches (DeepFuse's training case), grey, in [0, 1].
-Ours: forward + backward of ``MEFSSIMLoss`` (the fused batch requires grad), float32 by default.
-Naive: ``tests/mef_ssim_naive.py`` (a loop-per-patch transcription of Kede Ma's ``mef_ssim.m``,
-float64 NumPy) has **no autograd**: its figure is forward only, image by image. The speed-up is
-therefore conservative (ours includes a backward pass). Both scores are compared as a sanity check.
-Prints the figures and writes benchmarks/results/mef_ssim_speed.json.
+Workload (default): one exposure pair of 640×480 grey images in [0, 1] (a smooth textured scene through a
+clipping camera, fused = the mean of the exposures), ``MEFSSIMLoss`` forward + backward w.r.t. the fused image,
+float32. Variants, run interleaved in this one process (old, new, old, new, …) after one warm-up call each:
 
-    python benchmarks/mef_ssim_speed.py                     # 2 CPU threads, 10 repeats of ours
-    python benchmarks/mef_ssim_speed.py --multiscale        # 3-scale oQ (naive: mef_ms_ssim)
-    python benchmarks/mef_ssim_speed.py --device cuda       # ours on a GPU (naive stays on the CPU)
+* ``old``: ``losses.filtering.filter_valid``'s conv path before issue 13 — the M maps filtered as M separate
+  single-channel images (an M×1×H×W batch), copied below as :func:`filter_valid_per_map`;
+* ``new``: the current ``filter_valid`` (one depthwise conv with ``groups=M`` per pass).
 
-Figures: median (and min) over the repeats after one warm-up call (ours); one timed call (naive). On a shared
-machine the load average is recorded with them.
+Everything else in ``losses.mef_ssim`` is the same code for both (the filter is swapped by patching the module
+attribute). Both give bit-identical scores and gradients (checked here with ``torch.equal``; tests/test_filtering.py).
+In float64 on a CPU both take the shifted-slice path, so they are the same there.
+
+``--naive`` also times the per-patch NumPy oracle ``tests/mef_ssim_naive.py`` (forward only, no autograd; tens of
+seconds at 640×480).
+
+Prints torch's thread count, the allocator (``LD_PRELOAD`` or "glibc default") and the load average before and
+after (the machine may be shared), then min and median ms, and writes benchmarks/results/mef_ssim_speed.json.
+
+    python benchmarks/mef_ssim_speed.py                        # 640×480 pair, 2 threads, 10 repeats
+    python benchmarks/mef_ssim_speed.py --threads 1 2          # both thread counts
+    python benchmarks/mef_ssim_speed.py --batch 16 --height 64 --width 64   # DeepFuse's training batch
+    python benchmarks/mef_ssim_speed.py --multiscale --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from mef_ssim_naive import mef_ms_ssim_naive, mef_ssim_naive  # noqa: E402
 
+import losses.mef_ssim as mef_ssim_module  # noqa: E402
+from losses.filtering import filter_valid  # noqa: E402
 from losses.mef_ssim import MEFSSIMLoss, mef_ssim  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "mef_ssim_speed.json"
 
 
-def make_batch(n: int, k: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fused N×1×S×S, sources N×K×1×S×S): a smooth textured scene through a clipping camera."""
+def filter_valid_per_map(x: Tensor, kernel_1d: Tensor) -> Tensor:
+    """``filter_valid`` before issue 13: float64 on a CPU by shifted slices (unchanged), else every map of
+    …×H×W as its own single-channel image."""
+    if x.dtype == torch.float64 and x.device.type == "cpu":
+        return filter_valid(x, kernel_1d)  # the shifted-slice path, the same code before and after
+    size = kernel_1d.numel()
+    h, w = x.shape[-2:]
+    lead = x.shape[:-2]
+    y = x.reshape(-1, 1, h, w)
+    y = F.conv2d(y, kernel_1d.to(x.dtype).view(1, 1, 1, size))
+    y = F.conv2d(y, kernel_1d.to(x.dtype).view(1, 1, size, 1))
+    return y.reshape(*lead, h - size + 1, w - size + 1)
+
+
+FILTERS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"old": filter_valid_per_map, "new": filter_valid}
+
+
+@contextlib.contextmanager
+def using_filter(name: str) -> Iterator[None]:
+    """Run ``losses.mef_ssim`` with the filter of variant ``name``."""
+    before = mef_ssim_module.filter_valid
+    mef_ssim_module.filter_valid = FILTERS[name]
+    try:
+        yield
+    finally:
+        mef_ssim_module.filter_valid = before
+
+
+def make_batch(n: int, k: int, height: int, width: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(fused N×1×H×W, sources N×K×1×H×W): a smooth textured scene through a clipping camera."""
     g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(n, 1, size // 4, size // 4, generator=g)
-    scene = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
-    scene = scene + 0.05 * torch.rand(n, 1, size, size, generator=g)
+    coarse = torch.rand(n, 1, max(height // 4, 2), max(width // 4, 2), generator=g)
+    scene = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+    scene = scene + 0.05 * torch.rand(n, 1, height, width, generator=g)
     gains = 2.0 ** torch.linspace(-2.0, 2.0, k)
     sources = (scene[:, None] * gains.view(1, k, 1, 1, 1)).clamp(0, 1)
     return sources.mean(1), sources
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--exposures", type=int, default=2)
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--multiscale", action="store_true", help="3-scale mef_ms_ssim (needs --size ≥ 44)")
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--threads", type=int, nargs="+", default=[2], help="torch CPU thread counts (default 2)")
+    ap.add_argument("--repeats", type=int, default=10, help="timed calls per variant (≥ 5)")
+    ap.add_argument("--multiscale", action="store_true", help="3-scale mef_ms_ssim (needs H, W ≥ 44)")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--naive", action="store_true", help="also time the per-patch NumPy oracle (slow)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
+    if args.repeats < 5:
+        ap.error("--repeats must be ≥ 5")
 
-    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
-    fused0, sources0 = make_batch(args.batch, args.exposures, args.size)
-    sources = sources0.to(device, dtype)
+    fused0, sources0 = make_batch(args.batch, args.exposures, args.height, args.width)
+    fused_in, sources = fused0.to(device, dtype), sources0.to(device, dtype)
     loss_fn = MEFSSIMLoss(multiscale=args.multiscale)
 
-    def ours() -> None:
-        fused = fused0.to(device, dtype).clone().requires_grad_(True)
-        loss_fn(fused, sources).backward()
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
-    def ours_forward() -> None:
-        with torch.no_grad():
-            mef_ssim(fused0.to(device, dtype), sources, multiscale=args.multiscale)
+    def forward_backward(name: str) -> tuple[Tensor, Tensor]:
+        with using_filter(name):
+            fused = fused_in.clone().requires_grad_(True)
+            loss = loss_fn(fused, sources)
+            loss.backward()
+        return loss.detach(), fused.grad
 
-    def timed(fn) -> tuple[float, float]:
-        """(median, min) seconds over ``args.repeats`` calls after a warm-up call."""
-        fn()
-        times = []
+    allocator = os.environ.get("LD_PRELOAD") or "glibc default"
+    workload = (
+        f"{args.batch} stack(s) of {args.exposures} exposures, {args.width}×{args.height}, "
+        f"{'multi-scale (3)' if args.multiscale else 'single-scale'}, MEFSSIMLoss forward + backward, {args.dtype}"
+    )
+    runs = {}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        load_before = os.getloadavg()
+        print(f"threads {torch.get_num_threads()}, allocator {allocator}, load {load_before[0]:.2f} "
+              f"{load_before[1]:.2f} {load_before[2]:.2f}, device {device}")
+        print(f"  workload: {workload}")
+        outputs = {name: forward_backward(name) for name in FILTERS}  # warm-up, and the identity check
+        identical = bool(
+            torch.equal(outputs["old"][0], outputs["new"][0]) and torch.equal(outputs["old"][1], outputs["new"][1])
+        )
+        times: dict[str, list[float]] = {name: [] for name in FILTERS}
         for _ in range(args.repeats):
-            _sync(device)
-            t = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - t)
-        return statistics.median(times), min(times)
+            for name in FILTERS:  # interleaved
+                sync()
+                t = time.perf_counter()
+                forward_backward(name)
+                sync()
+                times[name].append(time.perf_counter() - t)
+        load_after = os.getloadavg()
+        results = {
+            name: {"min_ms": 1000 * min(ts), "median_ms": 1000 * statistics.median(ts), "runs_ms": [1000 * t for t in ts]}
+            for name, ts in times.items()
+        }
+        speedup = {
+            "min": results["old"]["min_ms"] / results["new"]["min_ms"],
+            "median": results["old"]["median_ms"] / results["new"]["median_ms"],
+        }
+        for name, r in results.items():
+            print(f"  {name}: {r['median_ms']:9.1f} ms median, {r['min_ms']:9.1f} ms min")
+        print(f"  old/new: {speedup['median']:.2f}× (median), {speedup['min']:.2f}× (min); "
+              f"loss and gradient bit-identical: {identical}")
+        print(f"  load after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+        runs[f"threads={threads}"] = {
+            "threads": threads,
+            "load_average_before": list(load_before),
+            "load_average_after": list(load_after),
+            "results": results,
+            "speedup_old_over_new": speedup,
+            "loss_and_gradient_bit_identical": identical,
+            "loss": float(outputs["new"][0]),
+        }
 
-    ours_s, ours_min_s = timed(ours)
-    ours_fwd_s, ours_fwd_min_s = timed(ours_forward)
-    with torch.no_grad():
-        ours_scores = mef_ssim(fused0.to(device, dtype), sources, multiscale=args.multiscale)
+    naive = None
+    if args.naive:
+        from mef_ssim_naive import mef_ms_ssim_naive, mef_ssim_naive
 
-    stacks = sources0[:, :, 0].permute(0, 2, 3, 1).double().numpy() * 255.0
-    fused_np = fused0[:, 0].double().numpy() * 255.0
-    t = time.perf_counter()
-    if args.multiscale:
-        naive_scores = [mef_ms_ssim_naive(s, f)[0] for s, f in zip(stacks, fused_np, strict=True)]
-    else:
-        naive_scores = [mef_ssim_naive(s, f) for s, f in zip(stacks, fused_np, strict=True)]
-    naive_s = time.perf_counter() - t
-    max_diff = float(np.max(np.abs(ours_scores.double().cpu().numpy() - np.asarray(naive_scores))))
+        stacks = sources0[:, :, 0].permute(0, 2, 3, 1).double().numpy() * 255.0
+        fused_np = fused0[:, 0].double().numpy() * 255.0
+        t = time.perf_counter()
+        if args.multiscale:
+            naive_scores = [mef_ms_ssim_naive(s, f)[0] for s, f in zip(stacks, fused_np, strict=True)]
+        else:
+            naive_scores = [mef_ssim_naive(s, f) for s, f in zip(stacks, fused_np, strict=True)]
+        naive_s = time.perf_counter() - t
+        with torch.no_grad():
+            ours = mef_ssim(fused_in, sources, multiscale=args.multiscale).double().cpu().numpy()
+        naive = {
+            "forward_only_ms": 1000 * naive_s,
+            "has_autograd": False,
+            "max_abs_score_diff_vs_ours": float(np.max(np.abs(ours - np.asarray(naive_scores)))),
+        }
+        print(f"naive NumPy oracle (forward only, one call): {naive['forward_only_ms']:.0f} ms, "
+              f"max |score diff| vs ours {naive['max_abs_score_diff_vs_ours']:.2e}")
 
-    result = {
+    record = {
         "benchmark": "mef_ssim_speed",
-        "workload": f"{args.batch} stacks of {args.exposures} exposures, {args.size}×{args.size}, "
-        f"{'multi-scale (3)' if args.multiscale else 'single-scale'}",
+        "workload": workload,
+        "variants": {
+            "old": "filter_valid before issue 13: the M maps as M single-channel images (M×1×H×W batch)",
+            "new": "filter_valid now: one depthwise conv (groups=M) per pass",
+        },
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
-            "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
             "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         },
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "threads": torch.get_num_threads(),
+        "allocator": allocator,
         "dtype": args.dtype,
         "repeats": args.repeats,
-        "ours_forward_backward_s": ours_s,
-        "ours_forward_backward_min_s": ours_min_s,
-        "ours_forward_only_s": ours_fwd_s,
-        "ours_forward_only_min_s": ours_fwd_min_s,
-        "naive_forward_only_s": naive_s,
-        "naive_has_autograd": False,
-        "speedup_naive_forward_over_ours_forward_backward": naive_s / ours_s,
-        "ours_per_stack_ms": 1000 * ours_s / args.batch,
-        "naive_per_stack_ms": 1000 * naive_s / args.batch,
-        "max_abs_score_diff_ours_vs_naive": max_diff,
+        "order": "per thread count: old and new interleaved, one warm-up call each, in one process",
+        "runs": runs,
+        "naive": naive,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    print(f"workload      : {result['workload']}, ours in {args.dtype} on {device}, {result['threads']} threads")
-    print(f"ours fwd+bwd  : {ours_s * 1000:9.1f} ms median, {ours_min_s * 1000:.1f} ms min "
-          f"({result['ours_per_stack_ms']:.2f} ms per stack)")
-    print(f"ours fwd only : {ours_fwd_s * 1000:9.1f} ms median, {ours_fwd_min_s * 1000:.1f} ms min")
-    print(f"naive fwd only: {naive_s * 1000:9.1f} ms  (NumPy loops over patches, no autograd)")
-    print(f"ratio naive fwd / ours fwd+bwd: {result['speedup_naive_forward_over_ours_forward_backward']:.0f}×")
-    print(f"max |score diff| ours vs naive: {max_diff:.2e}")
-    print(f"load average (1 min): {result['machine']['load_average_1m']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

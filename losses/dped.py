@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from losses._amp import autocast_off
 from losses.vgg import VGG19Features
 
 __all__ = [
@@ -121,7 +122,7 @@ def color_loss(enhanced: Tensor, target: Tensor, kernel: Tensor | None = None) -
     SOURCE: ``train_model.py``: ``loss_color = reduce_sum(pow(dslr_blur − enhanced_blur, 2)) / (2·batch_size)``.
     """
     _check_images(enhanced, target)
-    with torch.autocast(enhanced.device.type, enabled=False):
+    with autocast_off(enhanced.device.type):
         e, d = _fp32(enhanced, target)
         kernel = gauss_kernel_official_1d() if kernel is None else kernel
         diff = _blur(d - e, kernel.float())
@@ -142,7 +143,7 @@ def texture_loss(logits: Tensor) -> Tensor:
     """
     if logits.ndim != 2 or logits.shape[1] != 2:
         raise ValueError(f"expected N×2 discriminator logits, got shape {tuple(logits.shape)}")
-    with torch.autocast(logits.device.type, enabled=False):
+    with autocast_off(logits.device.type):
         p = torch.softmax(logits.float(), dim=1)
         return torch.log(p[:, 1].clamp(_PROB_CLIP, 1.0)).sum()
 
@@ -158,7 +159,7 @@ def discriminator_loss(logits: Tensor, targets: Tensor) -> Tensor:
     """
     if logits.ndim != 2 or logits.shape[1] != 2:
         raise ValueError(f"expected N×2 discriminator logits, got shape {tuple(logits.shape)}")
-    with torch.autocast(logits.device.type, enabled=False):
+    with autocast_off(logits.device.type):
         t = targets.float()
         if t.ndim == 1:
             t = torch.stack([t, 1.0 - t], dim=1)
@@ -183,7 +184,7 @@ def content_loss(enhanced: Tensor, target: Tensor, vgg: nn.Module) -> Tensor:
     SOURCE: ``train_model.py``: ``2·l2_loss(φ(E) − φ(D)) / (_tensor_size(φ(D))·batch_size)``.
     """
     _check_images(enhanced, target)
-    with torch.autocast(enhanced.device.type, enabled=False):
+    with autocast_off(enhanced.device.type):
         e, d = _fp32(enhanced, target)
         fe = vgg(e)
         with torch.no_grad():
@@ -197,7 +198,7 @@ def tv_loss(enhanced: Tensor) -> Tensor:
     SOURCE: ``train_model.py``: ``2·(x_tv/tv_x_size + y_tv/tv_y_size)/batch_size`` with TF ``l2_loss = ½Σ``.
     """
     _check_images(enhanced)
-    with torch.autocast(enhanced.device.type, enabled=False):
+    with autocast_off(enhanced.device.type):
         e = enhanced.float()
         dx = e[..., :, 1:] - e[..., :, :-1]
         dy = e[..., 1:, :] - e[..., :-1, :]

@@ -27,7 +27,7 @@ quadratic form in the local covariance matrices of the exposures (and of y):
 * box covariances Σᴮ_kl = B(x_k x_l) − B(x_k)B(x_l): c_k, ‖Σ_k(x_k − μ_k)‖² = N·1ᵀΣᴮ1, ‖s̄‖² = N·bᵀΣᴮb;
 * Gaussian covariances Σᴳ: σ_x̂² = ĉ²·bᵀΣᴳb/‖s̄‖², σ_x̂y = ĉ·Σ_k b_k Σᴳ_ky/‖s̄‖, σ_y² = Σᴳ_yy,
 
-with B, G the 'valid' box and Gaussian filters (separable: depthwise ``conv2d``; shifted
+with B, G the 'valid' box and Gaussian filters (separable: one depthwise ``conv2d`` per pass over all maps; shifted
 multiply-adds for float64 on the CPU, where convolution is slow). Cost O(K²·H·W), no unfold.
 
 Numerics. Everything runs in float32 (float64 if an input is float64) with autocast disabled.
@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from losses._amp import autocast_off
 from losses.filtering import filter_valid, gaussian_1d
 
 __all__ = [
@@ -154,9 +155,10 @@ def _mef_ssim_single_scale(x: Tensor, y: Tensor) -> Tensor:
     x = x - x.mean(dim=(-2, -1), keepdim=True).detach()
     y = y - y.mean(dim=(-2, -1), keepdim=True).detach()
 
-    iu, ju = torch.triu_indices(k, k, device=device)  # the K(K+1)/2 pairs k ≤ l
+    iu, ju = torch.triu_indices(k, k, device=device)  # the K(K+1)/2 pairs k ≤ l, row by row
     n_pairs = iu.numel()
-    diag = torch.nonzero(iu == ju).squeeze(1)  # position of pair (k, k)
+    # pair (a, a) sits at a·K − a(a−1)/2 in that order (host arithmetic: nonzero() would sync the device)
+    diag = torch.tensor([a * k - a * (a - 1) // 2 for a in range(k)], device=device)
     # a quadratic form vᵀΣv over the symmetric K×K matrix = Σ_pairs mult·v_k·v_l·Σ_kl
     mult = torch.where(iu == ju, 1.0, 2.0).to(dtype).view(1, n_pairs, 1, 1)
 
@@ -234,7 +236,7 @@ def mef_ssim_per_scale(
         raise ValueError(f"data_range: expected a positive number, got {data_range!r}")
     _check_inputs(fused, sources, levels)
     dtype = torch.float64 if torch.float64 in (fused.dtype, sources.dtype) else torch.float32
-    with torch.autocast(device_type=fused.device.type, enabled=False):
+    with autocast_off(fused.device.type):
         scale = 255.0 / float(data_range)
         x = sources.to(dtype).squeeze(2) * scale
         y = fused.to(dtype) * scale

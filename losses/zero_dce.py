@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from losses._amp import autocast_off
+
 __all__ = [
     "FORMS",
     "OFFICIAL_WEIGHTS_ZERO_DCE",
@@ -90,7 +92,7 @@ def _fp32(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     @functools.wraps(fn)
     def wrapper(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         device_type = x.device.type if isinstance(x, Tensor) else "cpu"
-        with torch.autocast(device_type=device_type, enabled=False):
+        with autocast_off(device_type):
             return fn(x, *args, **kwargs)
 
     return wrapper

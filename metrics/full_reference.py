@@ -31,6 +31,8 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from losses._amp import autocast_off
+
 #: metric-variant name → description (the column of a variant is ``<metric>_<variant>``).
 VARIANTS: dict[str, str] = {
     "gtmean": "output scaled to the label's mean RGB value, clipped to [0, 1]",
@@ -121,7 +123,8 @@ class PerImageMean(Metric):
         if not inputs or inputs[0].ndim != 4 or any(t.shape != inputs[0].shape for t in inputs):
             raise ValueError(f"{type(self).__name__}: expected inputs of equal shape N×C×H×W, got "
                              f"{[tuple(t.shape) for t in inputs]}")
-        scores = self.fn(*(t.float().clamp(0, 1) if self.clamp else t.float() for t in inputs))
+        with autocast_off(inputs[0].device.type):  # scores in fp32 even inside a mixed-precision step
+            scores = self.fn(*(t.float().clamp(0, 1) if self.clamp else t.float() for t in inputs))
         self.last_scores = scores.detach()
         self.total += scores.double().sum()
         self.count += scores.numel()
