@@ -1,74 +1,99 @@
-"""ReFusion speed and memory: one meta-learning iteration (inner step on one batch + second-order outer step on
-the next + P update) vs one plain fusion step (F on L_f with P's maps, R on L_r, Adam), at 256×256 batch 4
-(the official batch 2 doubled by source swapping); inference ms of F at 640×480 (MSRS size).
+"""ReFusion speed and memory, before/after the networks' speed-up (issue 13): inference ms of F, P, R at 640×480
+(MSRS size), and time and peak memory of one plain fusion step (F on L_f with P's maps, R on L_r, Adam) and of one
+meta-learning iteration (inner step on one batch + second-order outer step on the next + P update) on square crops,
+batch 2 doubled to 4 by source swapping (the official recipe).
 
-Each measurement runs in its own fresh process (``spawn``), so its memory figure is its own:
-on CUDA ``torch.cuda.max_memory_allocated`` (peak of tensors); on CPU the process's peak resident set
-(``ru_maxrss``) minus its resident set just before the first call (after imports and model construction).
-On CPU the process's address space is capped (``--cpu-limit-gib``, default 20): a call that needs more fails
-with an allocation error, recorded as ``"exceeds": "<limit> GiB"``, instead of waking the OOM killer.
+Variants: ``before`` = ``lightning_modules/refusion.py`` at git revision ``--before-rev`` (default ``HEAD``, loaded
+from ``git show`` into a temporary module; its resolved commit is recorded), ``after`` = the working tree, with
+block gradient checkpointing off (``after``) or on (``after+ckpt``); the meta iteration of ``after`` uses the default
+``meta_gradient="jvp"``.
 
-    python benchmarks/refusion_speed.py            # 256×256 batch 4, 640×480 inference, 3 timed iterations
-    python benchmarks/refusion_speed.py --quick    # 128×128 batch 2, 320×240 inference, 1 timed iteration
-    python benchmarks/refusion_speed.py --meta-sizes 128 192   # also the meta iteration at these sides
+* Inference: before and after in **one** process, calls interleaved (before, after, before, …); min and median ms.
+* Training steps: every (variant, step, size) in its own fresh process (``spawn``), cases interleaved over variants;
+  memory = the process's RSS high-water mark (``VmHWM``, absolute, includes the ~0.4 GiB of imports) and the
+  high-water minus the RSS before the first call; min and median ms over the timed iterations (after one warm-up).
+  The address space is capped (``--cpu-limit-gib``, default 20): a case that needs more fails with an allocation
+  error, recorded as ``"exceeds"``, instead of waking the OOM killer.
 
-Writes benchmarks/results/refusion_speed.json (machine, threads, torch version, settings, figures).
+    python benchmarks/refusion_speed.py                 # 640×480 inference; steps at 128² and 256²
+    python benchmarks/refusion_speed.py --quick         # 320×240 inference; steps at 128² only, 1 iteration
+    python benchmarks/refusion_speed.py --sizes 256 --what meta_iteration --variants after+ckpt
+
+Writes benchmarks/results/refusion_speed.json (machine, threads, load average before/after, allocator, torch
+version, settings, figures).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing as mp
 import os
 import platform
 import resource
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lightning_modules.refusion import (  # noqa: E402
-    FusionNet,
-    LossProposalNet,
-    ReconstructionNet,
-    inner_update,
-    meta_loss,
-    normalised_gradient_update_,
-)
-from losses.refusion import refusion_fusion_loss, refusion_reconstruction_loss  # noqa: E402
-
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 OUT = Path(__file__).resolve().parent / "results" / "refusion_speed.json"
+VARIANTS = ("before", "after", "after+ckpt")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def _load(variant: str, before_rev: str) -> ModuleType:
+    if variant != "before":
+        import lightning_modules.refusion as mod
+
+        return mod
+    src = subprocess.run(["git", "show", f"{before_rev}:lightning_modules/refusion.py"], cwd=REPO, check=True,
+                         capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "refusion_before.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("refusion_before", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["refusion_before"] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def _current_rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
 
 
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+def _stats(times: list[float]) -> dict:
+    return {"ms_min": min(times), "ms_median": statistics.median(times), "ms_all": times}
 
 
-def _run_one(what: str, device_name: str, size: int, batch: int, infer_hw: tuple[int, int], warmup: int,
-             iters: int, cpu_limit_gib: float) -> dict:
-    """One measurement in this (fresh) process: ms per call and peak memory (module docstring)."""
-    device = torch.device(device_name)
-    if device.type == "cpu":
-        limit = int(cpu_limit_gib * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+def _step_case(variant: str, what: str, size: int, batch: int, warmup: int, iters: int, threads: int,
+               cpu_limit_gib: float, before_rev: str) -> dict:
+    """One training-step measurement in this (fresh) process (module docstring)."""
+    limit = int(cpu_limit_gib * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    torch.set_num_threads(threads)
+    from losses.refusion import refusion_fusion_loss, refusion_reconstruction_loss
+
+    mod = _load(variant, before_rev)
     torch.manual_seed(0)
-    f, p, r = FusionNet().to(device), LossProposalNet().to(device), ReconstructionNet().to(device)
+    f, p, r = mod.FusionNet(), mod.LossProposalNet(), mod.ReconstructionNet()
+    if variant == "after+ckpt":
+        for net in (f, p, r):
+            mod.set_gradient_checkpointing(net, True)
     opt = torch.optim.Adam([*f.parameters(), *r.parameters()], lr=1e-4)
-    x1 = torch.rand(batch, 2, 1, size, size, device=device)
-    x2 = torch.rand(batch, 2, 1, size, size, device=device)
+    half = torch.rand(batch // 2, 2, 1, size, size)
+    x1 = torch.cat([half, half.flip(1)])  # source swapping
+    half2 = torch.rand(batch // 2, 2, 1, size, size)
+    x2 = torch.cat([half2, half2.flip(1)])
 
     def fusion_step() -> None:
         with torch.no_grad():
@@ -80,82 +105,135 @@ def _run_one(what: str, device_name: str, size: int, batch: int, infer_hw: tuple
         opt.step()
 
     def meta_iteration() -> None:
-        step = inner_update(f, r, p, x1, 1e-4)
-        meta_loss(f, r, x2, step).backward()
-        normalised_gradient_update_(p.parameters(), 1e-4)
+        step = mod.inner_update(f, r, p, x1, 1e-4)
+        mod.meta_loss(f, r, x2, step).backward()
+        mod.normalised_gradient_update_(p.parameters(), 1e-4)
         for q in p.parameters():
             q.grad = None
 
-    def inference() -> None:
-        with torch.no_grad():
-            f(torch.rand(1, 2, *infer_hw, device=device))
-
-    fn = {"fusion_step": fusion_step, "meta_iteration": meta_iteration, "inference": inference}[what]
-    rss0 = _current_rss_mib()
+    fn = {"fusion_step": fusion_step, "meta_iteration": meta_iteration}[what]
+    rss0 = _status_mib("VmRSS")
+    times = []
     try:
-        for _ in range(warmup):
+        for i in range(warmup + iters):
+            t0 = time.perf_counter()
             fn()
-        _sync(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        _sync(device)
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1000.0)
     except (RuntimeError, MemoryError) as err:
         if "alloc" not in str(err).lower() and not isinstance(err, MemoryError):
             raise
-        return {"exceeds": f"{cpu_limit_gib:g} GiB" if device.type == "cpu" else "device memory",
-                "error": str(err).splitlines()[0][:200]}
-    ms = (time.perf_counter() - t0) / iters * 1000.0
-    mem = (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else _peak_rss_mib() - rss0
-    return {"ms": ms, "peak_mib": mem}
+        return {"exceeds": f"{cpu_limit_gib:g} GiB address space", "error": str(err).splitlines()[0][:200],
+                "vmhwm_mib": _status_mib("VmHWM")}
+    hwm = _status_mib("VmHWM")
+    return {**_stats(times), "vmhwm_mib": hwm, "vmhwm_minus_start_mib": hwm - rss0, "rss_start_mib": rss0}
 
 
-def _measure_in_fresh_process(*args) -> dict:
+def _inference_case(hw: tuple[int, int], warmup: int, iters: int, threads: int, before_rev: str) -> dict:
+    """F, P, R forward (no_grad) at hw, before and after interleaved in this one process."""
+    torch.set_num_threads(threads)
+    mods = {"before": _load("before", before_rev), "after": _load("after", before_rev)}
+    out: dict = {}
+    for net_name in ("FusionNet", "LossProposalNet", "ReconstructionNet"):
+        nets = {}
+        for v, mod in mods.items():
+            torch.manual_seed(0)
+            nets[v] = getattr(mod, net_name)().eval()
+        nets["after"].load_state_dict(nets["before"].state_dict())
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(1, 2, *hw, generator=g) if net_name != "ReconstructionNet" else torch.rand(1, 1, *hw, generator=g)
+        times: dict[str, list[float]] = {v: [] for v in nets}
+        outs = {}
+        with torch.no_grad():
+            for i in range(warmup + iters):
+                for v, net in nets.items():
+                    t0 = time.perf_counter()
+                    y = net(x)
+                    dt = (time.perf_counter() - t0) * 1000.0
+                    if i >= warmup:
+                        times[v].append(dt)
+                    outs[v] = y
+        a, b = outs["before"], outs["after"]
+        a, b = (torch.cat(t, 1) if isinstance(t, tuple) else t for t in (a, b))
+        out[net_name] = {v: _stats(t) for v, t in times.items()} | {"max_abs_diff_after_vs_before":
+                                                                    (a - b).abs().max().item()}
+    return out
+
+
+def _fresh(fn, *args) -> dict:
     with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_run_one, args)
+        return pool.apply(fn, args)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--meta-sizes", type=int, nargs="*", default=[],
-                        help="also time the meta iteration at these square sides (same batch)")
+    parser.add_argument("--sizes", type=int, nargs="*", default=None, help="square crop sides (default 128 256)")
+    parser.add_argument("--what", nargs="*", default=["fusion_step", "meta_iteration"])
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--batch", type=int, default=4, help="after source swapping (official 2 → 4)")
+    parser.add_argument("--iters", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--no-inference", action="store_true")
+    parser.add_argument("--before-rev", default="HEAD")
     parser.add_argument("--cpu-limit-gib", type=float, default=20.0)
+    parser.add_argument("--merge", action="store_true",
+                        help="add to / replace cases in the existing results file instead of starting a new one")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    size, batch = (128, 2) if args.quick else (256, 4)
+    sizes = args.sizes if args.sizes is not None else ([128] if args.quick else [128, 256])
     infer_hw = (240, 320) if args.quick else (480, 640)
-    warmup, iters = (1, 1) if args.quick else (1, 3)
-    common = (str(device), size, batch, infer_hw, warmup, iters, args.cpu_limit_gib)
-    results = {what: _measure_in_fresh_process(what, *common)
-               for what in ("fusion_step", "meta_iteration", "inference")}
-    for side in args.meta_sizes:
-        results[f"meta_iteration_{side}x{side}"] = _measure_in_fresh_process(
-            "meta_iteration", str(device), side, batch, infer_hw, warmup, iters, args.cpu_limit_gib)
-    report = {
-        "machine": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "load_average_1_5_15min": list(os.getloadavg()),
-        "memory_measure": "cuda max_memory_allocated" if device.type == "cuda" else
-        "peak RSS minus RSS before the first call, each measurement in a fresh process (MiB)",
-        "train_batch": batch, "train_size": [size, size], "inference_size_hw": list(infer_hw),
-        "warmup": warmup, "iterations": iters, "quick": args.quick, "results": results,
-    }
-    print(f"{'measurement':<28}{'ms':>12}{'peak MiB':>12}")
-    for k, v in results.items():
-        if "exceeds" in v:
-            print(f"{k:<28}{'exceeds ' + v['exceeds']:>24}")
-        else:
-            print(f"{k:<28}{v['ms']:>12.1f}{v['peak_mib']:>12.1f}")
-    if "ms" in results["meta_iteration"]:
-        print(f"meta / fusion time ratio: {results['meta_iteration']['ms'] / results['fusion_step']['ms']:.2f}")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(report, indent=2))
-    return report
+    iters = args.iters or (1 if args.quick else 3)
+    rev = subprocess.run(["git", "rev-parse", args.before_rev], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    load_start = list(os.getloadavg())
+    previous = json.loads(OUT.read_text()) if args.merge and OUT.is_file() else {}
+    results: dict = previous.get("results", {})
+    runs: list = previous.get("runs", [])
+    runs.append({"argv": sys.argv[1:] if argv is None else argv, "load_average_1_5_15min_start": load_start,
+                 "threads": args.threads, "allocator": os.environ.get("LD_PRELOAD") or "glibc default"})
+
+    def write() -> dict:
+        runs[-1]["load_average_1_5_15min_end"] = list(os.getloadavg())
+        report = {
+            "machine": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
+            "allocator": os.environ.get("LD_PRELOAD") or "glibc default", "runs": runs,
+            "before_rev": rev, "variants": {"before": f"lightning_modules/refusion.py at {rev}",
+                                            "after": "working tree, gradient checkpointing off",
+                                            "after+ckpt": "working tree, set_gradient_checkpointing on F, P, R"},
+            "memory_measure": "VmHWM of a fresh process per case (MiB); vmhwm_minus_start_mib: minus VmRSS before "
+                              "the first call",
+            "train_batch_after_swap": args.batch, "inference_size_hw": list(infer_hw), "warmup": 1,
+            "results": results,
+        }
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text(json.dumps(report, indent=2))
+        return report
+
+    if not args.no_inference:
+        results["inference"] = _fresh(_inference_case, infer_hw, 1, max(iters, 3), args.threads, args.before_rev)
+        results["inference"]["load_average_after"] = list(os.getloadavg())
+        write()
+        for net, r in results["inference"].items():
+            if net == "load_average_after":
+                continue
+            print(f"{net:<20} before {r['before']['ms_min']:8.0f} ms  after {r['after']['ms_min']:8.0f} ms (min)  "
+                  f"max|Δ| {r['max_abs_diff_after_vs_before']:.1e}  load {os.getloadavg()[0]:.2f}")
+    for size in sizes:
+        for what in args.what:
+            for variant in args.variants:  # interleaved over variants
+                key = f"{what}_{size}x{size}_{variant}"
+                res = _fresh(_step_case, variant, what, size, args.batch, 1, iters, args.threads,
+                             args.cpu_limit_gib, args.before_rev)
+                res["load_average_after"] = list(os.getloadavg())
+                res["iterations"] = iters
+                results[key] = res
+                write()
+                if "exceeds" in res:
+                    print(f"{key:<36} exceeds {res['exceeds']}")
+                else:
+                    print(f"{key:<36} {res['ms_min']:9.0f} ms min {res['ms_median']:9.0f} median "
+                          f"{res['vmhwm_mib'] / 1024:6.2f} GiB VmHWM  load {res['load_average_after'][0]:.2f}")
+    return write()
 
 
 if __name__ == "__main__":
