@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip setuptools
 	$(PY) -m pip install -q -c constraints.txt "torch==2.13.0"
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
-	@# BasicSR's NIQE source, for the test that compares our NIQE with it (optional: the test skips without it)
-	-$(PY) -m tests.basicsr_reference fetch
+	@# NIQE's model from BasicSR's PyPI sdist, SHA-256 checked (NIQE and its tests need it; they skip without it)
+	-$(PY) -m metrics.niqe_model fetch
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -12,7 +12,8 @@ Each metric is a functional (``B×3×H×W`` RGB tensor in [0, 1] → ``Tensor[B]
 * :func:`colour_cast` / :class:`ColourCast` — CIELab "equivalent circle" cast factor K = D/M. Lower is
   more neutral.
 
-NIQE's model (``data/niqe_pris_params.npz``) is BasicSR's file, Apache-2.0; see ``data/NOTICE.md``.
+NIQE's model is BasicSR's ``niqe_pris_params.npz`` (Apache-2.0; ``data/NOTICE.md``), fetched from its PyPI
+sdist at set-up time by :mod:`metrics.niqe_model`, not shipped.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from scipy.special import gamma as _gamma
 from torch import Tensor
 
 from metrics.full_reference import PerImageMean
+from metrics.niqe_model import PARAMS_SHA256, params_path
 
 __all__ = [
     "LOE",
@@ -43,8 +45,8 @@ __all__ = [
     "niqe_params",
 ]
 
-NIQE_PARAMS_PATH = Path(__file__).resolve().parent / "data" / "niqe_pris_params.npz"
-NIQE_PARAMS_SHA256 = "2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296"
+NIQE_PARAMS_PATH = params_path()
+NIQE_PARAMS_SHA256 = PARAMS_SHA256
 NIQE_BLOCK = 96  # BasicSR / official NIQE block size (no overlap)
 
 # Wang et al.'s LOE constants (``win=7`` → 15×15 local max; ``blkwin=50`` samples on the short side)
@@ -65,8 +67,8 @@ def _check_rgb(x: Tensor, name: str) -> None:
 def niqe_params(path: Path | str | None = None) -> dict[str, np.ndarray]:
     """BasicSR's NIQE model: ``mu_pris_param`` (1×36), ``cov_pris_param`` (36×36), ``gaussian_window`` (7×7).
 
-    Reads ``path`` (default :data:`NIQE_PARAMS_PATH`, i.e. ``metrics/data/niqe_pris_params.npz``) after
-    checking its SHA-256 against :data:`NIQE_PARAMS_SHA256`.
+    Reads ``path`` (default :data:`NIQE_PARAMS_PATH`: :func:`metrics.niqe_model.params_path`, fetched by
+    ``make setup``) after checking its SHA-256 against :data:`NIQE_PARAMS_SHA256`.
 
     Raises:
         FileNotFoundError: the file is missing (the message names the path and the expected file).
@@ -77,7 +79,7 @@ def niqe_params(path: Path | str | None = None) -> dict[str, np.ndarray]:
         raise FileNotFoundError(
             f"NIQE model parameters not found: {path}. Expected BasicSR 1.4.2's niqe_pris_params.npz "
             f"(sdist path basicsr-1.4.2/basicsr/metrics/niqe_pris_params.npz, SHA-256 {NIQE_PARAMS_SHA256}); "
-            "see metrics/data/NOTICE.md"
+            "fetch it with `python -m metrics.niqe_model fetch` (make setup does), or set $DARKROOM_NIQE_PARAMS"
         )
     stat = path.stat()
     return {k: v.copy() for k, v in _load_params(str(path), stat.st_size, stat.st_mtime_ns).items()}

@@ -18,27 +18,27 @@ from __future__ import annotations
 import argparse
 import atexit
 import functools
-import hashlib
 import importlib.util
-import os
 import shutil
 import sys
 import tarfile
 import tempfile
 import types
-import urllib.request
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-SDIST_NAME = "basicsr-1.4.2.tar.gz"
-SDIST_URL = (
-    "https://files.pythonhosted.org/packages/86/41/00a6b000f222f0fa4c6d9e1d6dcc9811a374cabb8abb9d408b77de39648c/"
-    + SDIST_NAME
+from metrics.niqe_model import (
+    CACHE,
+    SDIST_NAME,
+    SDIST_SHA256,
+    SDIST_URL,
+    fetch_sdist,
+    sdist_path,
+    sha256_file,
 )
-SDIST_SHA256 = "b89b595a87ef964cda9913b4d99380ddb6554c965577c0c10cb7b78e31301e87"
-DEFAULT_SDIST = Path.home() / ".cache" / "darkroom" / SDIST_NAME
+
 ENV_VAR = "DARKROOM_BASICSR_SDIST"
 
 _PREFIX = "basicsr-1.4.2/"
@@ -53,19 +53,6 @@ _MEMBERS = (
 
 class SdistUnavailable(RuntimeError):
     """The sdist is missing or is not the expected file (tests skip with this message)."""
-
-
-def sdist_path() -> Path:
-    """``$DARKROOM_BASICSR_SDIST`` or ``~/.cache/darkroom/basicsr-1.4.2.tar.gz``."""
-    return Path(os.environ.get(ENV_VAR) or DEFAULT_SDIST).expanduser()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_sdist(path: Path | None = None) -> Path:
@@ -164,21 +151,9 @@ def calculate_niqe(img_bgr: np.ndarray, sdist: str | None = None) -> float:
 
 
 def fetch(dest: Path | None = None, url: str = SDIST_URL) -> Path:
-    """Download the sdist to ``dest`` (default: :func:`sdist_path`), verify SHA-256, rename into place."""
-    dest = sdist_path() if dest is None else Path(dest)
-    if dest.is_file() and sha256_file(dest) == SDIST_SHA256:
-        print(f"already there: {dest}")
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
-        shutil.copyfileobj(response, f)
-    digest = sha256_file(tmp)
-    if digest != SDIST_SHA256:
-        tmp.unlink()
-        raise SdistUnavailable(f"downloaded {url}: SHA-256 {digest}, expected {SDIST_SHA256}")
-    tmp.replace(dest)
-    print(f"fetched {dest} (SHA-256 {digest})")
+    """Download the sdist to ``dest`` (default: :func:`sdist_path`), SHA-256 checked (:mod:`metrics.niqe_model`)."""
+    dest = fetch_sdist(dest, url)
+    print(f"fetched {dest} (SHA-256 {SDIST_SHA256})")
     return dest
 
 
@@ -186,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.basicsr_reference", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fetch", help=f"download {SDIST_NAME} from PyPI (SHA-256 checked)")
-    f.add_argument("--dest", type=Path, default=None, help=f"default: ${ENV_VAR} or {DEFAULT_SDIST}")
+    f.add_argument("--dest", type=Path, default=None, help=f"default: ${ENV_VAR} or {CACHE / SDIST_NAME}")
     n = sub.add_parser("niqe", help="BasicSR NIQE of image files")
     n.add_argument("images", nargs="+", type=Path)
     args = ap.parse_args(argv)

@@ -41,3 +41,12 @@ def sice_root(tmp_path_factory) -> Path:
     from datamodules.synthetic.sice import write_sice
 
     return write_sice(tmp_path_factory.mktemp("sice"), n_train=4, n_test=2, size=(64, 48), seed=0)
+
+
+def require_niqe_model() -> None:
+    """Skip unless NIQE's model file is installed (``make setup`` fetches it from BasicSR's PyPI sdist)."""
+    from metrics import no_reference
+
+    if not no_reference.NIQE_PARAMS_PATH.is_file():
+        pytest.skip(f"NIQE model not found: {no_reference.NIQE_PARAMS_PATH} "
+                    "(fetch it with `python -m metrics.niqe_model fetch`; make setup does)")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import require_niqe_model
 from PIL import Image
 
 from datamodules.dataset_identity import describe_dataset, file_list_sha256, identify
@@ -117,6 +118,7 @@ def _photo(path: Path, size: tuple[int, int], seed: int) -> None:
 
 
 def test_unpaired_nested_folder_is_evaluated_per_folder(tmp_path):
+    require_niqe_model()
     root = tmp_path / "test_data"
     _photo(root / "DICM" / "01.jpg", (200, 130), 0)  # NIQE needs two 96×96 blocks
     _photo(root / "DICM" / "02.png", (100, 210), 1)
