@@ -28,6 +28,7 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+from kornia.color import rgb_to_grayscale
 from torchmetrics import Metric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
@@ -58,8 +59,7 @@ def gt_mean_align(preds: torch.Tensor, target: torch.Tensor, statistic: str = "r
     if statistic == "rgb":
         goal = target.flatten(1).mean(1)
     elif statistic == "llflow":
-        w = torch.tensor([0.299, 0.587, 0.114], dtype=target.dtype, device=target.device).view(1, 3, 1, 1)
-        goal = (target * w).sum(1).flatten(1).mean(1)
+        goal = rgb_to_grayscale(target).flatten(1).mean(1)  # kornia: 0.299 R + 0.587 G + 0.114 B, as OpenCV
     else:
         raise ValueError(f"gt_mean_align: statistic must be 'rgb' or 'llflow', got {statistic!r}")
     scale = goal / preds.flatten(1).mean(1).clamp_min(1e-12)
