@@ -2,6 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+ALLOC_STAMP := $(VENV)/.allocator
+# Commands run with the caching allocator darkroom uses (experiments/allocator.py; DARKROOM_ALLOCATOR=system: off)
+WITH_ALLOCATOR := $(PY) -m experiments.allocator exec --
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
@@ -16,19 +19,28 @@ $(STAMP): pyproject.toml constraints.txt
 	-$(PY) -m metrics.niqe_model fetch
 	touch $(STAMP)
 
-setup: $(STAMP)
+# jemalloc (Debian libjemalloc2), tried once per venv, best-effort: as root with apt-get, else a hint
+$(ALLOC_STAMP): | $(STAMP)
+	@if $(PY) -c "import sys; from experiments.allocator import find_library as f; sys.exit(f('jemalloc') is None)"; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2 >/dev/null) \
+	    || echo "note: could not install libjemalloc2; darkroom uses glibc malloc tunables instead"; \
+	else echo "note: jemalloc not found; for faster CPU runs install it (Debian/Ubuntu: apt-get install libjemalloc2)"; fi
+	@touch $(ALLOC_STAMP)
+
+setup: $(STAMP) $(ALLOC_STAMP)
 
 demo: setup
 	$(VENV)/bin/darkroom demo
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(WITH_ALLOCATOR) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .
 
 bench: setup
-	$(PY) benchmarks/zero_dce_speed.py
+	$(WITH_ALLOCATOR) $(PY) benchmarks/zero_dce_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

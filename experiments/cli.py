@@ -44,6 +44,10 @@ def _extra_commands() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``darkroom``."""
+    if argv is None:  # the console entry point: run with a caching allocator (experiments/allocator.py)
+        from experiments.allocator import reexec
+
+        reexec()
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = _extra_commands()
     if argv and argv[0] in extra:
@@ -55,7 +59,9 @@ def main(argv: list[str] | None = None) -> None:
               "          prepare  build datasets: `darkroom prepare synthetic|dped --help`\n"
               "          sweep    run a W&B sweep YAML (registered, or --local)\n"
               "          table    the paper's tables with our numbers beside them\n"
-              "          compare  one HTML report comparing run directories\n")
+              "          compare  one HTML report comparing run directories\n"
+              "environment: DARKROOM_ALLOCATOR=auto (default: jemalloc/tcmalloc when installed) | jemalloc | "
+              "tcmalloc | glibc | system\n")
     cli_main(argv)
 
 

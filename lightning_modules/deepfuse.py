@@ -141,7 +141,9 @@ class DeepFuseNet(nn.Module):
             raise ValueError("batch_norm is only available for architecture='paper' (the released model has none)")
         self.architecture = architecture
         self.normalize_output = normalize_output
-        act = nn.LeakyReLU(negative_slope)
+        # in place on each conv (or BatchNorm) output, which their backward does not need; PyTorch's in-place
+        # LeakyReLU backward needs a slope ≥ 0
+        act = nn.LeakyReLU(negative_slope, inplace=negative_slope >= 0)
         if architecture == "official":
             convs = [_conv(i, o, k, bias=False) for o, i, k in _OFFICIAL_LAYERS]
             self.pre = nn.Sequential(convs[0], act, convs[1], act)
@@ -154,7 +156,7 @@ class DeepFuseNet(nn.Module):
                     layers.append(nn.BatchNorm2d(c_out))
                 return [*layers, activation]
 
-            self.pre = nn.Sequential(*block(1, 16, 5, act), *block(16, 32, 7, nn.ReLU()))
+            self.pre = nn.Sequential(*block(1, 16, 5, act), *block(16, 32, 7, nn.ReLU(inplace=True)))
             self.post = nn.Sequential(
                 *block(32, 32, 7, act), *block(32, 16, 5, act), *block(16, 1, 5, nn.Tanh())
             )

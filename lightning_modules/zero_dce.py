@@ -233,11 +233,13 @@ class DCENet(nn.Module):
         L, m = self.n_layers, self.n_layers // 2
         feats: list[Tensor] = []
         for i in range(1, m + 2):
-            h = F.relu(getattr(self, f"e_conv{i}")(h))
+            # in place on the conv output (not needed by the conv's backward): one full-resolution
+            # buffer less per layer; ReLU's backward uses its output, which this keeps
+            h = F.relu(getattr(self, f"e_conv{i}")(h), inplace=True)
             feats.append(h)
         for k in range(m + 2, L + 1):
             out = getattr(self, f"e_conv{k}")(torch.cat([feats[L - k], feats[k - 2]], 1))
-            h = torch.tanh(out) if k == L else F.relu(out)
+            h = torch.tanh(out) if k == L else F.relu(out, inplace=True)
             feats.append(h)
         if s != 1:
             h = F.interpolate(h, scale_factor=s, mode="bilinear", align_corners=True)
