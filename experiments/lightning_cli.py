@@ -111,9 +111,30 @@ class DarkroomCLI(LightningCLI):
         parser.add_argument("--run.tile_size", type=int | None, default=512,
                             help="predict: tile size of exact tiled inference, used above 4 tiles of pixels "
                                  "(same result, memory of one tile); null = whole images.")
-        parser.add_argument("--run.eval_precision", type=Literal["32", "autocast"], default="32",
-                            help="validation/test/predict under a mixed --trainer.precision: '32' (fp32 "
-                                 "metrics, default) or 'autocast' (faster, reduced precision; recorded).")
+        parser.add_argument("--run.eval_precision", type=Literal["32", "autocast", "bf16"], default="32",
+                            help="validation/test/predict: '32' (fp32 networks and metrics, default), 'autocast' "
+                                 "(the mixed --trainer.precision's autocast for whole steps) or 'bf16' "
+                                 "(test/predict: the networks under bf16 autocast, metrics fp32). Recorded.")
+        parser.add_argument("--run.channels_last", type=bool, default=False,
+                            help="test/predict: the networks in channels_last (faster convolutions where "
+                                 "measured; lightning_modules/inference.py).")
+        parser.add_argument("--run.compile", type=bool, default=False,
+                            help="test/predict: torch.compile the paper's hot path (the first image pays the "
+                                 "compilation; lightning_modules/inference.py).")
+
+    def _configure_inference(self, run: Any) -> dict[str, Any]:
+        """Hand test/predict's speed options to the model (:class:`lightning_modules.inference.InferenceOptions`);
+        what ``results.json`` records about them."""
+        from lightning_modules.inference import FastInference, InferenceOptions
+
+        options = InferenceOptions(precision="bf16" if run.eval_precision == "bf16" else "32",
+                                   channels_last=run.channels_last, compile=run.compile)
+        if not options.exact:
+            if not isinstance(self.model, FastInference):
+                raise ValueError(f"{type(self.model).__name__} has no inference options "
+                                 "(--run.eval_precision bf16, --run.channels_last, --run.compile)")
+            self.model.configure_inference(options)
+        return {"inference": options.record()}
 
     def after_fit(self) -> None:
         if self.config["fit"]["run"].test_after_fit:
@@ -219,7 +240,7 @@ class DarkroomCLI(LightningCLI):
             plugins = [plugins]
         plugins.append(AtomicCheckpointIO())
         train_precision = normalise_precision(trainer_cfg.get("precision"))
-        if train_precision in MIXED and run.eval_precision == "32":
+        if train_precision in MIXED and run.eval_precision in ("32", "bf16"):
             plugins.append(FP32EvalMixedPrecision(train_precision, autocast_device(trainer_cfg.get("accelerator"))))
             kwargs["precision"] = None
         elif train_precision not in MIXED and train_precision != "32-true" and sub != "fit":
@@ -228,6 +249,11 @@ class DarkroomCLI(LightningCLI):
         kwargs["plugins"] = plugins
         self._precision = {"trainer": train_precision,
                            "evaluation": evaluation_precision(train_precision, run.eval_precision)}
+        if sub in ("test", "predict"):
+            self._precision.update(self._configure_inference(run))
+        elif run.eval_precision == "bf16" or run.channels_last or run.compile:
+            raise ValueError("--run.eval_precision bf16, --run.channels_last and --run.compile apply to test and "
+                             f"predict, not {sub}")
         if sub == "fit" and run.on_nonfinite:
             callbacks.insert(0, NonFiniteGuard(action=run.on_nonfinite))
         if sub == "fit" and trainer_cfg.get("enable_checkpointing", True) is not False:

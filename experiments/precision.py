@@ -4,8 +4,9 @@
 predict included, where it changes the reported numbers: one fp32 checkpoint tested under bf16-mixed
 scored Zero-DCE SSIM 0.464 → 0.391 and ReFusion EN 7.49 → 4.44. :class:`FP32EvalMixedPrecision` keeps
 autocast for training only; validation, test and predict steps run with autocast disabled, so metrics
-are computed in fp32. Reduced-precision evaluation is a named choice (``--run.eval_precision autocast``,
-e.g. for a faster ``predict``) and is recorded in ``results.json``.
+are computed in fp32. Reduced-precision evaluation is a named choice, recorded in ``results.json``:
+``--run.eval_precision autocast`` (the training autocast for whole steps) or ``bf16`` (test/predict: only the
+networks under bf16 autocast, see :mod:`lightning_modules.inference`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from lightning.fabric.connector import _convert_precision_to_unified_args
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 MIXED = ("bf16-mixed", "16-mixed")
-EvalPrecision = Literal["32", "autocast"]
+EvalPrecision = Literal["32", "autocast", "bf16"]
 
 
 class FP32EvalMixedPrecision(MixedPrecision):
@@ -56,6 +57,8 @@ def normalise_precision(precision: str | int | None) -> str:
 
 def evaluation_precision(train_precision: str, eval_precision: EvalPrecision) -> str:
     """What validation/test/predict actually run in, for ``results.json``."""
+    if eval_precision == "bf16":
+        return "bf16 networks (autocast), fp32 metrics"
     if train_precision in MIXED:
         return "32-true" if eval_precision == "32" else f"{train_precision} (autocast)"
     return train_precision

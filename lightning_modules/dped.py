@@ -32,6 +32,7 @@ from torchmetrics import MetricCollection
 
 from lightning_modules.checkpoints import load_checkpoint_file
 from lightning_modules.image_grid import finish_samples, log_grid, save_samples
+from lightning_modules.inference import FastInference
 from lightning_modules.per_image import PerImageRows
 from lightning_modules.tf_checkpoint import checkpoint_files, load_tf_checkpoint
 from losses.dped import ALTERNATIVE_WEIGHTS, OFFICIAL_WEIGHTS, DPEDGeneratorLoss, discriminator_loss
@@ -296,7 +297,7 @@ def _drop_vgg_state(module: nn.Module, state_dict: dict, prefix: str, local_meta
         del state_dict[key]
 
 
-class DPED(LightningModule):
+class DPED(FastInference, LightningModule):
     """DPED GAN training (manual optimisation) and evaluation on 100×100 test patches.
 
     Per training iteration (official ``train_model.py``): one generator update with
@@ -435,7 +436,15 @@ class DPED(LightningModule):
     # -- inference -------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         """Enhance N×3×H×W in [0, 1] (any H, W) → N×3×H×W in (−0.08, 1.08), unclipped (clamp to write images)."""
-        return self.generator(x)
+        return self.inference_call(self.generator)(x)  # --run.eval_precision bf16 (lightning_modules.inference)
+
+    inference_not_offered = {
+        "channels_last": "measured 1.47× slower for the DPED generator on a CPU (benchmarks/results/inference_options.json)",
+        "compile": "the exact tiled instance norm of large photos runs the generator through hooks, which a "
+                   "compiled module does not keep"}
+
+    def inference_networks(self) -> list[nn.Module]:
+        return [self.generator]
 
     # -- training --------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -557,5 +566,7 @@ class DPED(LightningModule):
 
         names = batch["name"]
         name = names if isinstance(names, str) else ", ".join(map(str, names))
-        out = dped_generate(self.generator, batch["input"], name, getattr(self, "tile_size", DEFAULT_TILE_SIZE))
+        with self.inference_autocast():  # --run.eval_precision bf16
+            out = self.to_fp32(dped_generate(self.generator, batch["input"], name,
+                                             getattr(self, "tile_size", DEFAULT_TILE_SIZE)))
         return {"output": out.clamp_(0, 1), "name": names}

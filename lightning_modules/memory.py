@@ -185,12 +185,12 @@ def deepfuse_fuse(module: torch.nn.Module, sources: Tensor, tile_size: int | Non
     if tile_size is None:
         check_memory("deepfuse", "this stack", h, w, sources.device,
                      "use --run.tile_size 512 (exact two-pass tiling)", images=sources.shape[0] * sources.shape[1] / 2)
-        return fuse_rgb(net, sources, ycbcr="studio", luma=module.hparams.luma)
+        return fuse_rgb(module.inference_call(net), sources, ycbcr="studio", luma=module.hparams.luma)
     radius = receptive_radius(net)
 
     def luminance(y: Tensor) -> Tensor:  # N×K×1×H×W → N×1×H×W, as net(y)
         with _raw_output(net):
-            raw = tiled_apply(net, y, radius, tile_size)
+            raw = tiled_apply(module.inference_call(net), y, radius, tile_size)
         return minmax_normalize(raw) if net.normalize_output else raw
 
     return fuse_rgb(luminance, sources, ycbcr="studio", luma=module.hparams.luma)

@@ -40,6 +40,7 @@ from lightning_modules.checkpoints import checkpoint_state
 from lightning_modules.deepfuse import minmax_normalize, rgb_to_ycbcr, ycbcr_to_rgb
 from lightning_modules.fusion_baselines import PixelMax, PixelMean
 from lightning_modules.image_grid import finish_samples, log_grid, save_samples, side_by_side
+from lightning_modules.inference import FastInference
 from lightning_modules.per_image import PerImageRows, per_image_scores
 from losses.refusion import refusion_fusion_loss, refusion_reconstruction_loss, sobel_gradient
 from metrics.fusion import DEFAULT_METRICS, FusionMetrics
@@ -782,7 +783,7 @@ def fuse_chroma_official(c1: Tensor, c2: Tensor, tau: float = 0.5) -> Tensor:
     return (a * wa + b * wb) / (wa + wb + 1e-4) / 255.0
 
 
-class ReFusion(LightningModule):
+class ReFusion(FastInference, LightningModule):
     """ReFusion (Bai et al., IJCV 2024): image fusion learned from source reconstruction with a meta-learned loss.
 
     Networks: F = :class:`FusionNet` (the official released module; ``from_official`` loads its weights),
@@ -958,8 +959,11 @@ class ReFusion(LightningModule):
 
     def fuse_y(self, y: Tensor, normalize: bool | None = None) -> Tensor:
         """F on Y sources N×2×1×H×W → N×1×H×W, min–max normalised per image when ``normalize`` (default hparam)."""
-        fused = self.fusion(y)
+        fused = self.inference_call(self.fusion, "fusion")(y)  # --run.eval_precision bf16 etc. (.inference)
         return minmax_normalize(fused) if (self.hparams.normalize_output if normalize is None else normalize) else fused
+
+    def inference_networks(self) -> list[nn.Module]:
+        return [self.fusion]
 
     def recombine(self, fused_y: Tensor, sources: Tensor) -> Tensor:
         """Fused Y N×1×H×W + RGB sources N×2×3×H×W → fused RGB N×3×H×W with the official chroma rule."""

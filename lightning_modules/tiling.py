@@ -204,7 +204,8 @@ def _scale_factor(net: nn.Module, s: float) -> Iterator[None]:
         net.scale_factor = previous
 
 
-def dce_enhance(net: nn.Module, x: Tensor, scale_factor: float, tile_size: int | None) -> Tensor:
+def dce_enhance(net: nn.Module, x: Tensor, scale_factor: float, tile_size: int | None,
+                curves: Callable[..., Tensor] | None = None) -> Tensor:
     """Zero-DCE / Zero-DCE++ enhancement of N×3×H×W, tile by tile, equal to ``net(x)[0]`` at ``scale_factor``.
 
     ``scale_factor`` 1: DCE-Net is local (radius :func:`receptive_radius` = 7 for 7 layers), the curves are per
@@ -216,18 +217,27 @@ def dce_enhance(net: nn.Module, x: Tensor, scale_factor: float, tile_size: int |
 
     Args:
         net: a :class:`lightning_modules.zero_dce.DCENet` (its own ``scale_factor`` is ignored and kept).
-        tile_size: core tile size; ``None`` = the whole image in one call (``net(x)`` itself).
+        tile_size: core tile size; ``None`` = the whole image in one call.
+        curves: the curve application, ``apply_curves(x, maps, n_iterations, sign)`` (default
+            :func:`lightning_modules.zero_dce.apply_curves`; e.g. its compiled form).
     """
     from lightning_modules.zero_dce import apply_curves
 
+    curves = curves or apply_curves
     s = float(scale_factor)
     radius = receptive_radius(net)
+
+    def enhance(t: Tensor) -> Tensor:  # net(t)[0]; through the module call (and its hooks) unless curves is given
+        if curves is apply_curves:
+            return net(t)[0]
+        return curves(t, net.curve_maps(t), net.n_iterations, net.sign)
+
     if s == 1:
         with _scale_factor(net, 1.0):
-            return tiled_apply(lambda t: net(t)[0], x, radius, tile_size)
+            return tiled_apply(enhance, x, radius, tile_size)
     if tile_size is None:
         with _scale_factor(net, s):
-            return net(x)[0]
+            return enhance(x)
     h, w = x.shape[-2:]
     small = F.interpolate(x, scale_factor=1 / s, mode="bilinear", align_corners=False)
     if small.shape[-2] == 0 or small.shape[-1] == 0:
@@ -243,7 +253,7 @@ def dce_enhance(net: nn.Module, x: Tensor, scale_factor: float, tile_size: int |
     out = x.new_empty(x.shape)
     for rows, cols in tile_grid(h, w, tile_size):
         a = upsample_bilinear_region(maps, (h, w), rows, cols)
-        out[..., rows, cols] = apply_curves(x[..., rows, cols], a, net.n_iterations, net.sign)
+        out[..., rows, cols] = curves(x[..., rows, cols], a, net.n_iterations, net.sign)
     return out
 
 

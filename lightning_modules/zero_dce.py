@@ -30,6 +30,7 @@ from torchmetrics import MetricCollection
 
 from lightning_modules.checkpoints import checkpoint_state
 from lightning_modules.image_grid import finish_samples, log_grid, save_samples
+from lightning_modules.inference import FastInference
 from lightning_modules.memory import check_memory
 from lightning_modules.per_image import PerImageRows
 from lightning_modules.tiling import DEFAULT_TILE_SIZE, dce_enhance, flush_subnormal_, use_tiles
@@ -352,7 +353,7 @@ class ZeroDCELossWeights:
     tv: float | None = None
 
 
-class ZeroDCE(LightningModule):
+class ZeroDCE(FastInference, LightningModule):
     """Zero-DCE / Zero-DCE++: zero-reference low-light enhancement by iterated pixel-wise curves.
 
     Training uses only low-light (and over-exposed) images and the four losses of
@@ -526,8 +527,14 @@ class ZeroDCE(LightningModule):
             ph, pw = (-h) % int(s), (-w) % int(s)
             if ph or pw:
                 x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        out = dce_enhance(self.net, x, s, tile_size)
-        return out[..., :h, :w]
+        # --run.eval_precision bf16 / channels_last / compile (lightning_modules.inference): curve maps in bf16,
+        # the curves on the fp32 image; compile fuses the 8 full-resolution curve passes
+        with self.inference_autocast():
+            out = dce_enhance(self.net, self.layout(x), s, tile_size, curves=self.network(apply_curves, "curves"))
+        return self.to_fp32(out[..., :h, :w])
+
+    def inference_networks(self) -> list[nn.Module]:
+        return [self.net]
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """N×3×H×W in [0, 1] → enhanced N×3×H×W (at the evaluation scale factor; ``kwargs`` go to :meth:`enhance`)."""
