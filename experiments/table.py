@@ -240,6 +240,9 @@ def mismatch(run: dict, req: dict) -> list[str]:
     variants = _names(req.get("variant"))
     if run.get("variant") not in variants:
         reasons.append(f"variant {run.get('variant') or 'not recorded'} ≠ {'/'.join(variants) or '?'}")
+    evaluation = (run.get("precision") or {}).get("evaluation") if isinstance(run.get("precision"), dict) else None
+    if evaluation not in (None, "32-true"):
+        reasons.append(f"evaluated in {evaluation}, not fp32")
     return reasons
 
 

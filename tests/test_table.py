@@ -149,6 +149,17 @@ def test_protocol_mismatch_goes_to_your_runs(tmp_path):
     assert "protocol resize not recorded (paper: [1200, 900])" in block
 
 
+def test_bf16_evaluation_does_not_fill_an_fp32_paper_row(tmp_path):
+    run = write_run(tmp_path, "bf16")
+    results = json.loads((run / "results.json").read_text())
+    results["precision"] = {"trainer": "32-true", "evaluation": "bf16 networks (autocast), fp32 metrics"}
+    (run / "results.json").write_text(json.dumps(results))
+    runs = table.load_runs(tmp_path)
+    assert rows_of("zero_dce", "table2_full_reference", runs)["Zero-DCE"].run is None
+    block = your_runs_block(table.render_all("zero_dce", runs, only="table2_full_reference"))
+    assert "evaluated in bf16 networks (autocast), fp32 metrics, not fp32" in block
+
+
 def test_count_mismatch_fills_the_row_with_a_warning_and_no_delta(tmp_path):
     write_run(tmp_path, "partial", data=dataset(count=11, named_by="config"))
     runs = table.load_runs(tmp_path)
