@@ -42,6 +42,7 @@ from lightning_modules.fusion_baselines import PixelMax, PixelMean
 from lightning_modules.image_grid import finish_samples, log_grid, save_samples, side_by_side
 from lightning_modules.inference import FastInference
 from lightning_modules.per_image import PerImageRows, per_image_scores
+from losses._amp import autocast_off
 from losses.refusion import refusion_fusion_loss, refusion_reconstruction_loss, sobel_gradient
 from metrics.fusion import DEFAULT_METRICS, FusionMetrics
 
@@ -663,7 +664,7 @@ def inner_update(
             f"reconstruction_targets {tuple(targets.shape)} must match sources {tuple(sources.shape)}"
         )
     device_type = sources.device.type
-    with torch.autocast(device_type=device_type, enabled=False):
+    with autocast_off(device_type):
         sources, targets = _fp32(sources), _fp32(targets)
         p_params = _params(loss_proposal_net, loss_params)
         # F's own weights enter as constants: the outer backward then reaches P only (not F's .grad);
@@ -731,7 +732,7 @@ def meta_loss(
         raise ValueError(
             f"reconstruction_targets {tuple(targets.shape)} must match sources {tuple(sources.shape)}"
         )
-    with torch.autocast(device_type=sources.device.type, enabled=False):
+    with autocast_off(sources.device.type):
         sources, targets = _fp32(sources), _fp32(targets)
         fused = functional_call(fusion_net, inner.fusion_params, (sources,))
         recon = functional_call(reconstruction_net, inner.reconstruction_params, (fused,))
@@ -745,13 +746,16 @@ def normalised_gradient_update_(parameters: Iterable[nn.Parameter], lr: float) -
     Parameters without a gradient are skipped; returns g_max (0 → no update). SOURCE: training copy / TDFusion
     ``utils.py`` ``outer_update``.
     """
+    parameters = list(parameters)
     params = [p for p in parameters if p.grad is not None]
     if not params:
-        return torch.tensor(0.0)
+        return torch.zeros((), device=parameters[0].device if parameters else None)
     g_max = torch.stack([p.grad.detach().abs().max() for p in params]).max()
-    if g_max > 0:
+    # no `if g_max > 0`: a host sync per step on a GPU; g_max = 0 means every gradient is 0 (no update either way)
+    denominator = torch.where(g_max > 0, g_max, torch.ones_like(g_max))
+    with torch.no_grad():
         for p in params:
-            p.sub_(lr * p.grad / g_max)
+            p.sub_(lr * p.grad / denominator)
     return g_max
 
 

@@ -143,6 +143,26 @@ def test_network_forward_backward_on_meta(name):
     _assert_on(META, grads, f"{name} gradients")
 
 
+def test_refusion_meta_iteration_on_meta():
+    """The whole second-order step (inner update, meta loss, backward, P's normalised update) stays on meta."""
+    from lightning_modules.refusion import inner_update, meta_loss, normalised_gradient_update_
+
+    torch.manual_seed(0)
+    f, r, p = (cls().to(META) for cls in (FusionNet, ReconstructionNet, LossProposalNet))
+    x1, x2 = (torch.rand(2, 2, 1, 32, 32, device=META) for _ in range(2))
+    step = inner_update(f, r, p, x1, 1e-4)
+    loss = meta_loss(f, r, x2, step)
+    _assert_on(META, [loss], "meta loss")
+    loss.backward()
+    grads = [q.grad for q in p.parameters() if q.grad is not None]
+    assert grads
+    _assert_on(META, grads, "P's meta-gradient")
+    _assert_on(META, [normalised_gradient_update_(p.parameters(), 1e-4)], "g_max")
+    for q in p.parameters():
+        q.grad = None
+    _assert_on(META, [normalised_gradient_update_(p.parameters(), 1e-4)], "g_max without gradients")
+
+
 @AUTOCAST_DTYPES
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_network_under_cpu_autocast_is_finite(name, amp_dtype):
