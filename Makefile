@@ -40,7 +40,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 bench: setup
-	$(WITH_ALLOCATOR) $(PY) benchmarks/zero_dce_speed.py
+	PY=$(PY) bash benchmarks/run_all.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -182,15 +182,19 @@ def table(group: Mapping[str, Any], unit: str = "ms") -> str:
     limits = any("flop_limit" in r for r in results.values())
     width = max([len(n) for n in results] + [7])
     scale = 1000.0 if unit == "s" else 1.0
-    head = f"  {'variant':<{width}} {'min ' + unit:>10} {'median ' + unit:>10} {'÷ ' + base:>{max(12, len(base) + 2)}}"
+    shown = f"÷ {base}" if len(base) <= 20 else "÷ baseline"
+    col = max(12, len(shown))
+    head = f"  {'variant':<{width}} {'min ' + unit:>10} {'median ' + unit:>10} {shown:>{col}}"
     lines = [head + (f" {'× limit':>9}" if limits else "")]
     for n, r in results.items():
         line = (f"  {n:<{width}} {r['min_ms'] / scale:>10.3f} {r['median_ms'] / scale:>10.3f} "
-                f"{rel[n]['median']:>{max(12, len(base) + 2)}.3f}")
+                f"{rel[n]['median']:>{col}.3f}")
         if limits:
             ratio = r.get("flop_limit", {}).get("ratio")
             line += f" {ratio:>9.1f}" if ratio is not None else f" {'-':>9}"
         lines.append(line)
+    if shown == "÷ baseline":
+        lines.append(f"  (baseline: {base})")
     return "\n".join(lines)
 
 

@@ -15,10 +15,13 @@ In float64 on a CPU both take the shifted-slice path, so they are the same there
 ``--naive`` also times the per-patch NumPy oracle ``tests/mef_ssim_naive.py`` (forward only, no autograd; tens of
 seconds at 640×480).
 
-Prints torch's thread count, the allocator (``LD_PRELOAD`` or "glibc default") and the load average before and
-after (the machine may be shared), then min and median ms, and writes benchmarks/results/mef_ssim_speed.json.
+Timing goes through ``harness.interleave`` (rotated order, one warm-up call each, which is also the identity check),
+one comparison per thread count; ratios are variant ÷ ``old``. Prints torch's thread count, the allocator
+(``experiments.allocator.current()``: what this process runs with) and the load average before and after (the
+machine may be shared), then min and median ms, and writes benchmarks/results/mef_ssim_speed.json.
 
     python benchmarks/mef_ssim_speed.py                        # 640×480 pair, 2 threads, 10 repeats
+    python benchmarks/mef_ssim_speed.py --quick                # 160×120 pair, 5 repeats
     python benchmarks/mef_ssim_speed.py --threads 1 2          # both thread counts
     python benchmarks/mef_ssim_speed.py --batch 16 --height 64 --width 64   # DeepFuse's training batch
     python benchmarks/mef_ssim_speed.py --multiscale --device cuda
@@ -28,14 +31,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
-import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,10 +47,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import losses.mef_ssim as mef_ssim_module  # noqa: E402
+from benchmarks import harness  # noqa: E402
 from losses.filtering import filter_valid  # noqa: E402
 from losses.mef_ssim import MEFSSIMLoss, mef_ssim  # noqa: E402
 
-OUT = ROOT / "benchmarks" / "results" / "mef_ssim_speed.json"
+BASELINE = "old"
 
 
 def filter_valid_per_map(x: Tensor, kernel_1d: Tensor) -> Tensor:
@@ -92,87 +93,65 @@ def make_batch(n: int, k: int, height: int, width: int, seed: int = 0) -> tuple[
     return sources.mean(1), sources
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--exposures", type=int, default=2)
-    ap.add_argument("--height", type=int, default=480)
-    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=None, help="default 480 (120 with --quick)")
+    ap.add_argument("--width", type=int, default=None, help="default 640 (160 with --quick)")
     ap.add_argument("--threads", type=int, nargs="+", default=[2], help="torch CPU thread counts (default 2)")
-    ap.add_argument("--repeats", type=int, default=10, help="timed calls per variant (≥ 5)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed calls per variant (≥ 5; default 10, 5 quick)")
     ap.add_argument("--multiscale", action="store_true", help="3-scale mef_ms_ssim (needs H, W ≥ 44)")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--naive", action="store_true", help="also time the per-patch NumPy oracle (slow)")
-    ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args()
-    if args.repeats < 5:
+    ap.add_argument("--quick", action="store_true", help="160×120 pair, 5 repeats")
+    ap.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/…)")
+    args = ap.parse_args(argv)
+    height = args.height or (120 if args.quick else 480)
+    width = args.width or (160 if args.quick else 640)
+    repeats = args.repeats or (5 if args.quick else 10)
+    if repeats < 5:
         ap.error("--repeats must be ≥ 5")
 
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
-    fused0, sources0 = make_batch(args.batch, args.exposures, args.height, args.width)
+    fused0, sources0 = make_batch(args.batch, args.exposures, height, width)
     fused_in, sources = fused0.to(device, dtype), sources0.to(device, dtype)
     loss_fn = MEFSSIMLoss(multiscale=args.multiscale)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
 
     def forward_backward(name: str) -> tuple[Tensor, Tensor]:
         with using_filter(name):
             fused = fused_in.clone().requires_grad_(True)
             loss = loss_fn(fused, sources)
             loss.backward()
+        assert fused.grad is not None
         return loss.detach(), fused.grad
 
-    allocator = os.environ.get("LD_PRELOAD") or "glibc default"
+    env = harness.environment(device)
     workload = (
-        f"{args.batch} stack(s) of {args.exposures} exposures, {args.width}×{args.height}, "
+        f"{args.batch} stack(s) of {args.exposures} exposures, {width}×{height}, "
         f"{'multi-scale (3)' if args.multiscale else 'single-scale'}, MEFSSIMLoss forward + backward, {args.dtype}"
     )
-    runs = {}
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        load_before = os.getloadavg()
-        print(f"threads {torch.get_num_threads()}, allocator {allocator}, load {load_before[0]:.2f} "
-              f"{load_before[1]:.2f} {load_before[2]:.2f}, device {device}")
-        print(f"  workload: {workload}")
-        outputs = {name: forward_backward(name) for name in FILTERS}  # warm-up, and the identity check
-        identical = bool(
-            torch.equal(outputs["old"][0], outputs["new"][0]) and torch.equal(outputs["old"][1], outputs["new"][1])
-        )
-        times: dict[str, list[float]] = {name: [] for name in FILTERS}
-        for _ in range(args.repeats):
-            for name in FILTERS:  # interleaved
-                sync()
-                t = time.perf_counter()
-                forward_backward(name)
-                sync()
-                times[name].append(time.perf_counter() - t)
-        load_after = os.getloadavg()
-        results = {
-            name: {"min_ms": 1000 * min(ts), "median_ms": 1000 * statistics.median(ts), "runs_ms": [1000 * t for t in ts]}
-            for name, ts in times.items()
-        }
-        speedup = {
-            "min": results["old"]["min_ms"] / results["new"]["min_ms"],
-            "median": results["old"]["median_ms"] / results["new"]["median_ms"],
-        }
-        for name, r in results.items():
-            print(f"  {name}: {r['median_ms']:9.1f} ms median, {r['min_ms']:9.1f} ms min")
-        print(f"  old/new: {speedup['median']:.2f}× (median), {speedup['min']:.2f}× (min); "
-              f"loss and gradient bit-identical: {identical}")
-        print(f"  load after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
-        runs[f"threads={threads}"] = {
-            "threads": threads,
-            "load_average_before": list(load_before),
-            "load_average_after": list(load_after),
-            "results": results,
-            "speedup_old_over_new": speedup,
-            "loss_and_gradient_bit_identical": identical,
-            "loss": float(outputs["new"][0]),
-        }
+    comparisons: dict[str, Any] = {}
+    with harness.LoadWatch() as load:
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            print(f"threads {torch.get_num_threads()}, allocator {env['allocator']}, load {harness.load_average()}, "
+                  f"device {device}")
+            print(f"  workload: {workload}")
+            outputs = {name: forward_backward(name) for name in FILTERS}  # the identity check (and a warm-up)
+            identical = bool(torch.equal(outputs["old"][0], outputs["new"][0])
+                             and torch.equal(outputs["old"][1], outputs["new"][1]))
+            variants = {name: (lambda name=name: forward_backward(name)) for name in FILTERS}
+            with harness.LoadWatch() as group_load:
+                results = harness.interleave(variants, repeats, warmup=1, device=device)
+            group = harness.comparison(results, BASELINE, group_load, what=workload, threads=threads,
+                                       loss_and_gradient_bit_identical=identical, loss=float(outputs["new"][0]))
+            comparisons[f"threads={threads}"] = group
+            print(harness.table(group))
+            print(f"  new/old: {group['ratios']['new']['median']:.3f} (median), {group['ratios']['new']['min']:.3f} "
+                  f"(min); loss and gradient bit-identical: {identical}; load after: {group_load.after}")
 
     naive = None
     if args.naive:
@@ -196,32 +175,21 @@ def main() -> None:
         print(f"naive NumPy oracle (forward only, one call): {naive['forward_only_ms']:.0f} ms, "
               f"max |score diff| vs ours {naive['max_abs_score_diff_vs_ours']:.2e}")
 
-    record = {
-        "benchmark": "mef_ssim_speed",
-        "workload": workload,
+    payload = {
+        "environment": env, "load": load.record, "quick": args.quick,
+        "settings": {"workload": workload, "dtype": args.dtype, "repeats": repeats, "threads": args.threads,
+                     "baseline": BASELINE, "numpy": np.__version__,
+                     "order": "per thread count: old and new interleaved (rotated), one warm-up call each, "
+                              "in one process"},
         "variants": {
             "old": "filter_valid before issue 13: the M maps as M single-channel images (M×1×H×W batch)",
             "new": "filter_valid now: one depthwise conv (groups=M) per pass",
         },
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-        },
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "allocator": allocator,
-        "dtype": args.dtype,
-        "repeats": args.repeats,
-        "order": "per thread count: old and new interleaved, one warm-up call each, in one process",
-        "runs": runs,
+        "comparisons": comparisons,
         "naive": naive,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    harness.write_result("mef_ssim_speed", payload, args.out)
+    return payload
 
 
 if __name__ == "__main__":

@@ -1,20 +1,24 @@
 """Peak memory and time of ``darkroom predict`` with Zero-DCE on one photo of 2, 12 and 48 megapixels, with exact
-tiled inference (``--run.tile_size 512``, the default) and without (``--run.tile_size null``). Prints a table and
-writes benchmarks/results/predict_memory.json.
+tiled inference (``--run.tile_size 512``, the default; the baseline of the ratios) and without
+(``--run.tile_size null``). Prints a table and writes benchmarks/results/predict_memory.json.
 
-    python benchmarks/predict_memory.py                   # 2, 12, 48 MP, tiled and untiled, 14 GB limit
-    python benchmarks/predict_memory.py --sizes 2 12 --limit-gb 20
+    python benchmarks/predict_memory.py                   # 2, 12, 48 MP, tiled and untiled, 14 GB limit, 2 repeats
+    python benchmarks/predict_memory.py --sizes 2 12 --limit-gb 20 --repeats 3
+    python benchmarks/predict_memory.py --quick           # one 0.3 MP (640×480) photo, 1 repeat
     python benchmarks/predict_memory.py --per-pixel       # also re-measure lightning_modules.memory.BYTES_PER_PIXEL
 
-Each case runs in a fresh process under an address-space limit (``ulimit -v``, ``--limit-gb``), so a case that
-does not fit fails on its own ("over the limit of N GB") instead of taking the machine down; predict refuses
-such an image before it runs (``NotEnoughMemoryError``, from the measured bytes per pixel), and an allocation
-that still fails under the limit is reported the same way. Peak memory = the process's resident-set high-water
-mark (``VmHWM``; ``ru_maxrss`` of the child when it died first): Python, PyTorch, Lightning, the decoded photo,
-the network's activations and the PNG encoder. Seconds per image = the time of predict's summary line (setup
-with the decode check of the input, inference, PNG write). The photo is synthetic (smooth low-light gradients
-and noise, JPEG q92) in a temporary folder; the weights are the official ``Epoch99.pth`` when ../shared/data has
-it (memory and time do not depend on the weights).
+Each case runs in a fresh process (the peak is per process, so the cases cannot share one) under an address-space
+limit (``ulimit -v``, ``--limit-gb``), so a case that does not fit fails on its own ("over the limit of N GB",
+recorded under ``exceeds``) instead of taking the machine down; predict refuses such an image before it runs
+(``NotEnoughMemoryError``, from the measured bytes per pixel), and an allocation that still fails under the limit
+is reported the same way. ``--repeats`` processes per case, tiled and untiled alternating in rotated order; min
+and median seconds per image (``harness.summary``) and the largest peak over the repeats. Peak memory = the
+process's resident-set high-water mark (``VmHWM``; ``ru_maxrss`` of the child when it died first): Python,
+PyTorch, Lightning, the decoded photo, the network's activations and the PNG encoder. Seconds per image = the time
+of predict's summary line (setup with the decode check of the input, inference, PNG write). The photo is
+synthetic (smooth low-light gradients and noise, JPEG q92) in a temporary folder; the weights are the official
+``Epoch99.pth`` when ../shared/data (``$DARKROOM_SHARED_DATA``) has it, else random (memory and time do not depend
+on the weights).
 """
 
 from __future__ import annotations
@@ -22,18 +26,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "benchmarks" / "results" / "predict_memory.json"
-WEIGHTS = REPO.parent / "shared" / "data" / "weights" / "zero_dce" / "Epoch99.pth"
+SHARED = Path(os.environ.get("DARKROOM_SHARED_DATA", REPO.parent / "shared" / "data"))
+WEIGHTS = SHARED / "weights" / "zero_dce" / "Epoch99.pth"
 SIZES = {2: (1632, 1224), 12: (4000, 3000), 48: (8000, 6000)}  # W×H, 4:3
+QUICK_SIZE = (640, 480)  # --quick: 0.3 MP
+BASELINE = "tiled"
 
 
 def _hwm() -> int | None:
@@ -66,9 +72,10 @@ def _child_predict(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO))
     import torch
 
+    from experiments import allocator
     from experiments.cli import cli_main
 
-    result: dict = {"threads": torch.get_num_threads()}
+    result: dict[str, Any] = {"threads": torch.get_num_threads(), "allocator": allocator.current()}
     work = Path(args.work)
     argv = ["predict", "-c", str(REPO / "experiments" / "zero_dce" / "paper.yaml"),
             "--data.init_args.predict_root", str(work / "in"), "--data.init_args.num_workers", "0",
@@ -148,56 +155,94 @@ def _run_child(argv: list[str], limit_gb: float) -> tuple[dict, int]:
     return json.loads(line[len("RESULT "):]), maxrss
 
 
-def main() -> None:
+def _case(work: Path, tile: str, limit_gb: float) -> dict[str, Any]:
+    """One predict in a fresh process: its result, status line, peak."""
+    load = os.getloadavg()[0]
+    res, maxrss = _run_child(["--child", "predict", "--work", str(work), "--tile", tile], limit_gb)
+    peak = res.get("peak_rss") or maxrss
+    over = res["status"] != "ok" and any(
+        k in res.get("error", "") for k in ("NotEnoughMemory", "MemoryError", "can't allocate", "exit -9"))
+    status = (f"over the limit of {limit_gb:g} GB" if over else res["status"]) + (
+        f" ({res['error'][:160]})" if res["status"] != "ok" else "")
+    return {**res, "peak": peak, "over": over, "status_line": status, "load_1min_at_start": round(load, 2)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2, 12, 48], choices=sorted(SIZES))
     parser.add_argument("--limit-gb", type=float, default=14.0, help="address-space limit of each case (ulimit -v)")
     parser.add_argument("--tile", default="512", help="tile size of the tiled cases")
+    parser.add_argument("--repeats", type=int, default=None, help="fresh processes per case (default 2, 1 quick)")
     parser.add_argument("--per-pixel", action="store_true", help="also measure bytes per pixel of every model")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--quick", action="store_true", help="one 0.3 MP (640×480) photo, 1 repeat")
+    parser.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/…)")
     parser.add_argument("--child", choices=["predict", "per_pixel"], help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
     parser.add_argument("--height", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child == "predict":
         return _child_predict(args)
     if args.child == "per_pixel":
         return _child_per_pixel(args)
 
-    allocator = os.environ.get("LD_PRELOAD") or "glibc malloc (default; no LD_PRELOAD)"
-    load_before = os.getloadavg()
+    sys.path.insert(0, str(REPO))
+    from benchmarks import harness
+
+    repeats = args.repeats or (1 if args.quick else 2)
+    sizes = [("0.3mp", QUICK_SIZE)] if args.quick else [(f"{mp}mp", SIZES[mp]) for mp in args.sizes]
+    env = harness.environment()
+    print(f"predict memory: Zero-DCE, CPU ({env['machine']}, {env['cpu_count']} cores), allocator {env['allocator']}, "
+          f"limit {args.limit_gb:g} GB per case, {repeats} repeat(s), load average {env['load_average']}")
+    print(f"{'MP':>6} {'W×H':>10} {'tiles':>6} {'peak RSS GB':>12} {'s/image':>8}  status")
+    comparisons: dict[str, Any] = {}
     threads = None
-    print(f"predict memory: Zero-DCE, CPU ({platform.machine()}, {os.cpu_count()} cores), allocator {allocator}, "
-          f"limit {args.limit_gb:g} GB per case, load average {' '.join(f'{x:.2f}' for x in load_before)}")
-    print(f"{'MP':>4} {'W×H':>10} {'tiles':>6} {'peak RSS GB':>12} {'s/image':>8}  status")
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="darkroom-predict-memory-") as tmp:
-        for mp in args.sizes:
-            w, h = SIZES[mp]
-            work = Path(tmp) / f"{mp}mp"
+    with harness.LoadWatch() as load, tempfile.TemporaryDirectory(prefix="darkroom-predict-memory-") as tmp:
+        for label, (w, h) in sizes:
+            work = Path(tmp) / label
             (work / "in").mkdir(parents=True)
-            _write_photo(work / "in" / f"photo_{mp}mp.jpg", w, h)
-            for tile in (args.tile, "null"):
-                load = os.getloadavg()[0]
-                res, maxrss = _run_child(["--child", "predict", "--work", str(work), "--tile", tile], args.limit_gb)
-                threads = res.get("threads", threads)
-                peak = res.get("peak_rss") or maxrss
-                over = res["status"] != "ok" and any(
-                    k in res.get("error", "") for k in ("NotEnoughMemory", "MemoryError", "can't allocate", "exit -9"))
-                status = (f"over the limit of {args.limit_gb:g} GB" if over else res["status"]) + (
-                    f" ({res['error'][:160]})" if res["status"] != "ok" else "")
-                row = {"megapixels": round(w * h / 1e6, 2), "width": w, "height": h,
-                       "tiled": tile != "null", "tile_size": None if tile == "null" else int(tile),
-                       "peak_rss_gb": round(peak / 2**30, 3) if peak else None,
-                       "seconds_per_image": round(res["seconds"], 1) if res.get("seconds") is not None else None,
-                       "process_seconds": round(res.get("process_seconds", float("nan")), 1),
-                       "status": status, "load_average_1min_at_start": round(load, 2)}
-                rows.append(row)
-                secs = f"{row['seconds_per_image']:.1f}" if row["seconds_per_image"] is not None else "-"
-                gb = f"{row['peak_rss_gb']:.2f}" if row["peak_rss_gb"] is not None and res["status"] == "ok" else "-"
-                print(f"{mp:>4} {f'{w}×{h}':>10} {tile:>6} {gb:>12} {secs:>8}  {status}", flush=True)
+            _write_photo(work / "in" / f"photo_{label}.jpg", w, h)
+            tiles = {"tiled": args.tile, "untiled": "null"}
+            runs: dict[str, list[dict[str, Any]]] = {v: [] for v in tiles}
+            with harness.LoadWatch() as size_load:
+                for r in range(repeats):
+                    order = list(tiles)[r % 2:] + list(tiles)[:r % 2]  # tiled first, then untiled first, …
+                    for variant in order:
+                        res = _case(work, tiles[variant], args.limit_gb)
+                        threads = res.get("threads", threads)
+                        runs[variant].append(res)
+                        secs = f"{res['seconds']:.1f}" if res.get("seconds") is not None else "-"
+                        gb = f"{res['peak'] / 2**30:.2f}" if res["peak"] and res["status"] == "ok" else "-"
+                        print(f"{label:>6} {f'{w}×{h}':>10} {tiles[variant]:>6} {gb:>12} {secs:>8}  "
+                              f"{res['status_line']}", flush=True)
+            results: dict[str, dict[str, Any]] = {}
+            exceeds: dict[str, dict[str, Any]] = {}
+            for variant, rs in runs.items():
+                ok = [x for x in rs if x["status"] == "ok" and x.get("seconds") is not None]
+                info = {"tiled": variant == "tiled", "tile_size": None if tiles[variant] == "null" else int(tiles[variant]),
+                        "peak_rss_gb": round(max(x["peak"] for x in rs if x["peak"]) / 2**30, 3)
+                        if any(x["peak"] for x in rs) else None,
+                        "process_seconds": [round(x.get("process_seconds", float("nan")), 1) for x in rs],
+                        "status": sorted({x["status_line"] for x in rs}),
+                        "allocator": sorted({x["allocator"] for x in rs if x.get("allocator")}),
+                        "load_1min_at_start": [x["load_1min_at_start"] for x in rs]}
+                if ok:
+                    results[variant] = {**harness.summary([x["seconds"] for x in ok]), **info}
+                else:
+                    exceeds[variant] = info
+            group: dict[str, Any] = {"what": f"darkroom predict, one {w}x{h} photo ({w * h / 1e6:.1f} MP), "
+                                             "ms per image (predict's summary line), fresh process per run",
+                                     "megapixels": round(w * h / 1e6, 2), "width": w, "height": h}
+            if BASELINE in results:
+                group = harness.comparison(results, BASELINE, size_load, **group)
+                base_peak = results[BASELINE]["peak_rss_gb"]
+                group["memory_ratios"] = {v: r["peak_rss_gb"] / base_peak for v, r in results.items()
+                                          if r["peak_rss_gb"] and base_peak}
+            else:
+                group.update(baseline=None, load=size_load.record, results=results, ratios={})
+            group["exceeds"] = exceeds
+            comparisons[label] = group
         per_pixel = []
         if args.per_pixel:
             for kind in ("zero_dce", "zero_dce_pp", "dped", "deepfuse", "refusion"):
@@ -206,31 +251,26 @@ def main() -> None:
                                         args.limit_gb)
                     per_pixel.append(res)
                     print(f"bytes per pixel {kind:<12} {w}×{h}: {res.get('bytes_per_pixel', float('nan')):.0f}")
-    load_after = os.getloadavg()
-    import torch
-
-    result = {
-        "benchmark": "predict_memory",
-        "model": "Zero-DCE (" + ("official Epoch99.pth" if WEIGHTS.is_file() else "random weights") + ")",
-        "command": "darkroom predict -c experiments/zero_dce/paper.yaml --run.tile_size {512|null}",
-        "device": "cpu",
-        "device_name": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "threads": threads,
-        "allocator": allocator,
-        "limit_gb_per_case": args.limit_gb,
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in load_after],
-        "torch": torch.__version__,
-        "peak_memory": "VmHWM of a fresh process per case (Python + PyTorch + Lightning + photo + activations)",
-        "seconds_per_image": "time of predict's summary line: setup with the decode check, inference, PNG write",
-        "rows": rows,
+    for label, group in comparisons.items():
+        if group["results"]:
+            print(f"{label}: seconds per image" + (f", peak ÷ tiled {group.get('memory_ratios')}"
+                                                     if group.get("memory_ratios") else ""))
+            print(harness.table(group, unit="s"))
+    payload = {
+        "environment": env, "load": load.record, "quick": args.quick,
+        "settings": {"model": "Zero-DCE (" + ("official Epoch99.pth" if WEIGHTS.is_file() else "random weights") + ")",
+                     "command": "darkroom predict -c experiments/zero_dce/paper.yaml --run.tile_size {512|null}",
+                     "device": "cpu", "threads_in_children": threads, "limit_gb_per_case": args.limit_gb,
+                     "repeats": repeats, "baseline": BASELINE,
+                     "peak_memory": "VmHWM of a fresh process per case (Python + PyTorch + Lightning + photo + "
+                                    "activations); the largest over the repeats",
+                     "seconds_per_image": "time of predict's summary line: setup with the decode check, inference, "
+                                          "PNG write"},
+        "comparisons": comparisons,
         "bytes_per_pixel_whole_image": per_pixel or None,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in load_after)}; wrote {args.out}")
+    harness.write_result("predict_memory", payload, args.out)
+    return payload
 
 
 if __name__ == "__main__":
