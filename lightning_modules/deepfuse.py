@@ -292,6 +292,10 @@ def stretch_contrast(y: Tensor, tol: tuple[float, float] = (0.01, 0.99)) -> Tens
 
     Shapes: N×1×H×W in [0, 1] → N×1×H×W in [0, 1].
     """
+    if not torch.isfinite(y).all():  # NaN would become an out-of-range histogram index below
+        raise ValueError("stretch_contrast: the fused luminance has NaN/inf values (a DeepFuse network output that "
+                         "overflowed? the official weights' raw outputs reach ~2e6, above float16's 65504: use "
+                         "32-true or bf16-mixed, not 16-mixed)")
     n = y.shape[0]
     levels = torch.clamp(y.detach().flatten(1) * 255.0 + 0.5, 0, 255).long()
     hist = torch.zeros(n, 256, dtype=torch.float64, device=y.device).scatter_add_(

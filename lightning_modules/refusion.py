@@ -1052,7 +1052,10 @@ class ReFusion(FastInference, LightningModule):
         x, targets = self._train_pair(batch)
         self._set_checkpointing()
         if self.phase == "meta":
-            return self._meta_step(x, targets, batch_idx)
+            # fp32 by design (second order): also its backward, which a bf16-mixed step would otherwise run under
+            # autocast (with compiled networks: "Input type (BFloat16) and weight type (Float) should be the same")
+            with autocast_off(x.device.type):
+                return self._meta_step(x, targets, batch_idx)
         return self._fusion_step(x, targets)
 
     def _meta_step(self, x: Tensor, targets: Tensor, batch_idx: int) -> Tensor:

@@ -165,6 +165,13 @@ def test_studio_ycbcr_matches_matlab_rgb2ycbcr() -> None:
         torch.testing.assert_close(ycbcr_to_rgb(rgb_to_ycbcr(x, r), r), x, rtol=0, atol=2e-3)
 
 
+def test_stretch_contrast_refuses_non_finite_luminance() -> None:
+    y = torch.rand(1, 1, 8, 8)
+    y[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN/inf values .* float16's 65504"):
+        stretch_contrast(y)
+
+
 def test_stretch_contrast_matches_imadjust_rule() -> None:
     y = (torch.arange(100, dtype=torch.float32) / 255.0).view(1, 1, 10, 10)
     # CDF after level k is (k + 1)/100: low = first CDF > 0.01 → 1; high = first CDF ≥ 0.99 → 98
