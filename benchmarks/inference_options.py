@@ -10,7 +10,8 @@ present (the released Zero-DCE's subnormal weights flushed, as the modules do), 
 papers' runtime settings where the papers give one (Zero-DCE 1200×900 [CVPR Table 3]; Zero-DCE++ the same at
 scale 12; DeepFuse 512×384 pair), ReFusion 640×480 pair, DPED 1280×720. The variants of one paper run interleaved
 (harness.interleave) after warm-up calls (compile's warm-up includes the compilation); each result is min and median
-ms, ratio to the fp32 default, and max |Δ| of the output to fp32.
+ms, ratio to the fp32 default, distance from the FLOP limit (harness.flop_limit: FLOPs of the fp32 call at the
+measured conv peak of the variant's dtype), and max |Δ| of the output to fp32.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ OPTIONS = {
     "channels_last": InferenceOptions(channels_last=True),
     "bf16+channels_last": InferenceOptions(precision="bf16", channels_last=True),
     "compile": InferenceOptions(compile=True),
+    "bf16+channels_last+compile": InferenceOptions(precision="bf16", channels_last=True, compile=True),
 }
 
 
@@ -103,6 +105,8 @@ def papers(quick: bool) -> dict[str, tuple[Callable[[], torch.nn.Module], Callab
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--papers", nargs="+", default=None, help="subset of zero_dce zero_dce_pp deepfuse refusion dped")
+    parser.add_argument("--variants", nargs="+", default=None, choices=list(OPTIONS),
+                        help="subset of the variants (fp32 is always measured: the baseline)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="48×60 inputs, 2 rounds, no compile")
@@ -119,7 +123,8 @@ def main() -> None:
             x = make_input()
             base = make_model().eval()
             offered = {k: o for k, o in OPTIONS.items()
-                       if not (args.quick and o.compile) and not (_flags(o) & set(base.inference_not_offered))}
+                       if not (args.quick and o.compile) and not (_flags(o) & set(base.inference_not_offered))
+                       and (k == "fp32" or args.variants is None or k in args.variants)}
             print(f"{name} ({size}): {', '.join(offered)}", file=sys.stderr)
             models = {}  # one model per variant: a compiled network is cached per configure_inference
             for k, o in offered.items():
@@ -133,6 +138,11 @@ def main() -> None:
             reference = outputs["fp32"]
             model = base
             ratio = harness.ratios(timings, "fp32")
+            with torch.no_grad():
+                flops = harness.count_flops(lambda: base(x))  # noqa: B023  (called here, in this iteration)
+            for k, o in offered.items():
+                timings[k]["flop_limit"] = harness.flop_limit(
+                    flops, timings[k]["median_ms"], torch.bfloat16 if o.precision == "bf16" else torch.float32)
             results[name] = {
                 "size": size,
                 "weights": "official" if _weights({"zero_dce": "weights/zero_dce/Epoch99.pth",
@@ -148,7 +158,8 @@ def main() -> None:
             for k in offered:
                 r = results[name]["variants"][k]
                 print(f"  {k:<20} median {r['median_ms']:9.1f} ms  min {r['min_ms']:9.1f} ms  "
-                      f"×{r['ratio_to_fp32']['median']:.2f} of fp32  max|Δ| {r['max_abs_diff_to_fp32']:.1e}")
+                      f"×{r['ratio_to_fp32']['median']:.2f} of fp32  {r['flop_limit']['ratio']:.1f}× the FLOP limit  "
+                      f"max|Δ| {r['max_abs_diff_to_fp32']:.1e}")
     harness.write_result("inference_options", {
         "what": "LightningModule forward as test/predict run it, batch 1, no grad; variants interleaved",
         "rounds": rounds, "warmup": 1, "quick": args.quick, "load_average": load.record,

@@ -39,7 +39,7 @@ done
 # name | script | full-run arguments | quick-run arguments (besides --quick --out)
 BENCHMARKS=(
   "zero_dce_speed|zero_dce_speed.py||"
-  "zero_dce_pp_speed|zero_dce_speed.py|--variant zero_dce_pp|--variant zero_dce_pp"
+  "zero_dce_pp_speed|zero_dce_speed.py|--variant zero_dce_pp --no-compile-train|--variant zero_dce_pp"
   "deepfuse_speed|deepfuse_speed.py||"
   "dped_speed|dped_speed.py||"
   "refusion_speed|refusion_speed.py|--before-rev $REFUSION_BEFORE_REV|--before-rev $REFUSION_BEFORE_REV"

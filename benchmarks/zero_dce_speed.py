@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="small sizes, 2 rounds, no torch.compile")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--no-compile-train", action="store_true",
+                        help="compile the inference variants only (on a CPU, Zero-DCE++'s compiled backward ran over "
+                             "20 min for one training step: an inductor kernel for its depthwise convolutions)")
     parser.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/…)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -199,15 +202,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         infer, infer_err = measure(fns, ref, combos, s.infer_rounds, warmup, device, infer_what)
         del fns, ref
         print(harness.table(infer), flush=True)
-        fns, ref = training_variants(args.variant, combos, device, s.train_batch, s.train_size)
+        train_combos = [c for c in combos if not (args.no_compile_train and c[2])]
+        fns, ref = training_variants(args.variant, train_combos, device, s.train_batch, s.train_size)
         print(f"training: {train_what}", flush=True)
-        train, train_err = measure(fns, ref, combos, s.train_rounds, warmup, device, train_what)
+        train, train_err = measure(fns, ref, train_combos, s.train_rounds, warmup, device, train_what)
         for r in train["results"].values():
             r["samples_per_s"] = s.train_batch / (r["median_ms"] / 1000.0)
         print(harness.table(train), flush=True)
     payload = {
         "environment": env, "load": load.record, "quick": args.quick, "variant": args.variant,
-        "settings": {**asdict(s), "warmup_calls": warmup, "compile": compiles, "baseline": BASELINE,
+        "settings": {**asdict(s), "warmup_calls": warmup, "compile": compiles,
+                     "compile_training": (not args.no_compile_train) and True in compiles, "baseline": BASELINE,
                      "infer_setting": infer_what, "train_setting": train_what},
         "comparisons": {"inference": infer, "training": train},
         "errors": {"inference": infer_err, "training": train_err},

@@ -53,6 +53,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.dataset_identity import KNOWN_DATASETS, describe_dataset
+from datamodules.image_datasets import ImageFileDataset
 from datamodules.image_io import (
     DatasetLayoutError,
     check_image_header,
@@ -61,7 +62,6 @@ from datamodules.image_io import (
     predict_images,
 )
 from datamodules.loaders import make_loader
-from datamodules.sice import ImageFileDataset
 
 __all__ = ["DPED_LAYOUT", "DPEDDataModule", "DPEDPatchDataset", "augment_pair", "find_patch_pairs"]
 

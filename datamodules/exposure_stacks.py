@@ -57,6 +57,7 @@ from datamodules.image_io import (
     natural_key,
 )
 from datamodules.loaders import make_loader
+from imaging.stacks import luminance_order
 
 __all__ = [
     "ExposureStack",
@@ -72,7 +73,6 @@ _EXTS = "/".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
 LAYOUT = f"<root>/<scene>/<exposure>.<{_EXTS}>: one folder per scene holding K ≥ 2 aligned exposures of equal size"
 #: BT.601 luma weights (used only to order exposures; any monotone grey conversion gives the same order
 #: for exposures of one scene except in near-ties).
-_LUMA = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
@@ -130,16 +130,6 @@ def find_stacks(root: str | Path | None, argument: str = "root") -> list[Exposur
             hint = f"; {root} holds images directly — put them in a scene folder, e.g. {root}/scene/"
         raise DatasetLayoutError(f"{root}: no scene folders found (expected {LAYOUT}){hint}")
     return [_check_scene(d) for d in scenes]
-
-
-def luminance_order(images: Tensor) -> Tensor:
-    """Indices that sort a stack dark → bright by mean BT.601 luma (stable: ties keep the given order).
-
-    Shapes: K×3×H×W in [0, 1] → K (long).
-    """
-    w = torch.tensor(_LUMA, dtype=images.dtype, device=images.device)
-    means = torch.einsum("kchw,c->k", images, w) / images[0, 0].numel()
-    return torch.sort(means, stable=True).indices
 
 
 def select_exposures(images: Tensor, exposures: Exposures) -> Tensor:

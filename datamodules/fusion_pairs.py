@@ -56,9 +56,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.dataset_identity import describe_dataset
-from datamodules.exposure_stacks import luminance_order
 from datamodules.image_io import DatasetLayoutError, check_image_header, is_image, load_tensor, natural_key
 from datamodules.loaders import make_loader
+from imaging.stacks import luminance_order
 
 __all__ = [
     "FOLDER_PAIRS",

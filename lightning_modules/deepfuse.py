@@ -25,13 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import kornia.color
-import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from imaging.colour import STUDIO_C, STUDIO_Y, YCbCrRange, minmax_normalize, rgb_to_ycbcr, ycbcr_to_rgb
 from lightning_modules.checkpoints import checkpoint_state
 from lightning_modules.fusion_baselines import Mertens, PixelMean, stack_sources
 from lightning_modules.image_grid import finish_samples, log_grid, save_samples, side_by_side
@@ -39,6 +38,7 @@ from lightning_modules.inference import FastInference
 from lightning_modules.per_image import PerImageRows
 from losses.mef_ssim import MEFSSIMLoss, mef_ssim
 from metrics.mef_ssim import MEFSSIM
+from networks.deepfuse import OFFICIAL_WEIGHTS_SOURCE, Architecture, DeepFuseNet, load_official_deepfuse
 
 __all__ = [
     "OFFICIAL_WEIGHTS_SOURCE",
@@ -53,205 +53,6 @@ __all__ = [
     "stretch_contrast",
     "ycbcr_to_rgb",
 ]
-
-Architecture = Literal["official", "paper"]
-YCbCrRange = Literal["studio", "full"]
-
-OFFICIAL_WEIGHTS_SOURCE = (
-    "DF_model_Epoch99.npz from https://github.com/KRamPrabhakar/DeepFuse (file at the repository root, "
-    "added in commit 2a776ba; research use only, not commercial)"
-)
-
-# (out, in, kernel) of the six released layers, in the order of the npz arrays arr_0 … arr_5.
-_OFFICIAL_LAYERS: tuple[tuple[int, int, int], ...] = (
-    (32, 1, 3),  # conv1 = conv3 (tied, per branch)
-    (64, 32, 5),  # conv11 = conv13 (tied, per branch)
-    (64, 64, 7),  # conv40 (after the sum)
-    (32, 64, 5),  # conv4
-    (16, 32, 5),  # conv41
-    (1, 16, 7),  # conv5 (output)
-)
-
-
-def minmax_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
-    """Per-image min–max normalisation to [0, 1] over all non-batch dims.
-
-    SOURCE: official ``main.py`` (``(x − min)/(max − min)·255``, on 0–255; here on [0, 1]).
-    A constant image (max = min) maps to 0 instead of NaN.
-
-    Shapes: N×… → N×… in [0, 1].
-    """
-    flat = x.flatten(1)
-    lo = flat.amin(dim=1).view(-1, *([1] * (x.dim() - 1)))
-    hi = flat.amax(dim=1).view(-1, *([1] * (x.dim() - 1)))
-    return (x - lo) / (hi - lo).clamp_min(eps)
-
-
-def _conv(c_in: int, c_out: int, k: int, bias: bool) -> nn.Conv2d:
-    return nn.Conv2d(c_in, c_out, k, stride=1, padding=k // 2, bias=bias)  # zero 'same' padding
-
-
-class DeepFuseNet(nn.Module):
-    """DeepFuse luminance-fusion CNN: K tied feature branches merged by summation.
-
-    ``architecture="official"`` (default; SOURCE: official ``main.py``, released weights): all
-    convolutions stride 1, zero 'same' padding, **no bias**, LeakyReLU(``negative_slope`` = 0.01) after
-    every layer including the last, Glorot-normal init::
-
-        per exposure (tied): conv 3×3 1→32, conv 5×5 32→64
-        sum over exposures → conv 7×7 64→64 → conv 5×5 64→32 → conv 5×5 32→16 → conv 7×7 16→1
-
-    316,976 parameters.
-
-    ``architecture="paper"`` (digest §2.2, per the SunnerLi/DeepFuse.pytorch port — **unverified**
-    against the paper's text): with biases, C1 5×5 1→16 (LeakyReLU), C2 7×7 16→32 (ReLU), tied per
-    branch; sum; C3 7×7 32→32 (LeakyReLU), C4 5×5 32→16 (LeakyReLU), C5 5×5 16→1 (tanh); inputs mapped
-    [0, 1] → [−1, 1] and the tanh output back to [0, 1]; optional BatchNorm after every convolution
-    (the port uses it). 88,961 parameters without BatchNorm (our count, not a paper number).
-
-    The official code fuses pairs only; K > 2 exposures are fused by summing the K tied-branch
-    features (ours; the architecture allows it, the paper's rule for stacks was not found). The sum
-    makes the output invariant to the order of the exposures.
-
-    Args:
-        architecture: ``"official"`` (released model) or ``"paper"`` (unverified port variant).
-        negative_slope: LeakyReLU slope (0.01 = Lasagne ``leaky_rectify``).
-        normalize_output: min–max normalise each fused image to [0, 1] (the official ``main.py``
-            does this at test time and, in its commented training code, before the MEF-SSIM loss).
-            With False the raw last activation is returned.
-        batch_norm: BatchNorm after every convolution; only for ``architecture="paper"``.
-
-    Shapes:
-        x: N×K×1×H×W (K ≥ 2) luminance of the exposures, in [0, 1] (studio-range Y/255 for the
-        official weights) — or a sequence of K tensors N×1×H×W.
-        returns N×1×H×W: in [0, 1] with ``normalize_output``; otherwise the raw output on the
-        input's scale (official: ≈ the input's Y range, unbounded).
-    """
-
-    def __init__(
-        self,
-        architecture: Architecture = "official",
-        negative_slope: float = 0.01,
-        normalize_output: bool = True,
-        batch_norm: bool = False,
-    ) -> None:
-        super().__init__()
-        if architecture not in ("official", "paper"):
-            raise ValueError(f"architecture must be 'official' or 'paper', got {architecture!r}")
-        if batch_norm and architecture == "official":
-            raise ValueError("batch_norm is only available for architecture='paper' (the released model has none)")
-        self.architecture = architecture
-        self.normalize_output = normalize_output
-        # in place on each conv (or BatchNorm) output, which their backward does not need; PyTorch's in-place
-        # LeakyReLU backward needs a slope ≥ 0
-        act = nn.LeakyReLU(negative_slope, inplace=negative_slope >= 0)
-        if architecture == "official":
-            convs = [_conv(i, o, k, bias=False) for o, i, k in _OFFICIAL_LAYERS]
-            self.pre = nn.Sequential(convs[0], act, convs[1], act)
-            self.post = nn.Sequential(convs[2], act, convs[3], act, convs[4], act, convs[5], act)
-        else:
-
-            def block(c_in: int, c_out: int, k: int, activation: nn.Module) -> list[nn.Module]:
-                layers: list[nn.Module] = [_conv(c_in, c_out, k, bias=True)]
-                if batch_norm:
-                    layers.append(nn.BatchNorm2d(c_out))
-                return [*layers, activation]
-
-            self.pre = nn.Sequential(*block(1, 16, 5, act), *block(16, 32, 7, nn.ReLU(inplace=True)))
-            self.post = nn.Sequential(
-                *block(32, 32, 7, act), *block(32, 16, 5, act), *block(16, 1, 5, nn.Tanh())
-            )
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.xavier_normal_(m.weight)  # Lasagne GlorotNormal (official)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-    def features(self, x: Tensor | Sequence[Tensor]) -> Tensor:
-        """Tied pre-fusion features summed over the K exposures: N×K×1×H×W → N×F×H×W."""
-        x = stack_sources(x, channels=1)
-        n, k, _, h, w = x.shape
-        if self.architecture == "paper":
-            x = x * 2.0 - 1.0
-        f = self.pre(x.reshape(n * k, 1, h, w))  # all exposures through the tied layers at once
-        return f.view(n, k, *f.shape[1:]).sum(dim=1)
-
-    def forward(self, x: Tensor | Sequence[Tensor]) -> Tensor:
-        y = self.post(self.features(x))
-        if self.architecture == "paper":
-            y = (y + 1.0) * 0.5
-        return minmax_normalize(y) if self.normalize_output else y
-
-
-def load_official_deepfuse(
-    path: str | Path, *, normalize_output: bool = True, map_location: str | torch.device = "cpu"
-) -> DeepFuseNet:
-    """Build the official :class:`DeepFuseNet` with the authors' released weights.
-
-    ``DF_model_Epoch99.npz`` holds six float32 arrays ``arr_0`` … ``arr_5`` (Lasagne parameter order,
-    tied weights once, no biases) in (out, in, kh, kw) layout. Lasagne's ``flip_filters=True`` makes
-    them *true* convolutions, so both spatial axes are flipped for PyTorch's cross-correlation.
-
-    SOURCE: official ``getres.py`` / ``main.py``; layouts per ``weights/deepfuse/tensors.txt``.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist (names the expected file and where it comes from).
-        ValueError: the file lacks an array or an array has the wrong shape.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: DeepFuse official weights not found; expected {OFFICIAL_WEIGHTS_SOURCE}"
-        )
-    net = DeepFuseNet("official", normalize_output=normalize_output)
-    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
-    with np.load(path, allow_pickle=False) as npz:
-        for i, conv in enumerate(convs):
-            key = f"arr_{i}"
-            if key not in npz.files:
-                raise ValueError(f"{path}: array {key!r} missing (found {sorted(npz.files)}); expected {OFFICIAL_WEIGHTS_SOURCE}")
-            w = npz[key]
-            if tuple(w.shape) != tuple(conv.weight.shape):
-                raise ValueError(f"{path}: {key} has shape {w.shape}, expected {tuple(conv.weight.shape)}")
-            flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1], dtype=np.float32)
-            with torch.no_grad():
-                conv.weight.copy_(torch.from_numpy(flipped))
-    return net.to(map_location).eval()
-
-
-# ---------------------------------------------------------------------------------------------
-# Colour
-# ---------------------------------------------------------------------------------------------
-
-_STUDIO_Y = (16.0 / 255.0, 219.0 / 255.0)  # offset, gain: MATLAB rgb2ycbcr Y = 16 + 219·Y_full
-_STUDIO_C = (128.0 / 255.0, 224.0 / 255.0)  # C = 128 + 224·(C_full − 0.5)
-
-
-def rgb_to_ycbcr(rgb: Tensor, ycbcr_range: YCbCrRange = "studio") -> Tensor:
-    """RGB → YCbCr (BT.601) with kornia, on …×3×H×W tensors in [0, 1].
-
-    ``"studio"`` = MATLAB ``rgb2ycbcr`` divided by 255 (Y ∈ [16, 235]/255, Cb/Cr ∈ [16, 240]/255,
-    neutral chroma 128/255), what the official DeepFuse pipeline (``Gen_Input.m``, ``Gen_Result.m``)
-    uses; it is an affine map of kornia's full-range (JPEG) YCbCr (Y ∈ [0, 1], neutral chroma 0.5).
-    kornia rounds the chroma coefficients to 3 decimals (differences < 0.1 grey level).
-    """
-    ycc = kornia.color.rgb_to_ycbcr(rgb)
-    if ycbcr_range == "full":
-        return ycc
-    if ycbcr_range != "studio":
-        raise ValueError(f"range must be 'studio' or 'full', got {ycbcr_range!r}")
-    y, cbcr = ycc[..., :1, :, :], ycc[..., 1:, :, :]
-    return torch.cat([_STUDIO_Y[0] + _STUDIO_Y[1] * y, _STUDIO_C[0] + _STUDIO_C[1] * (cbcr - 0.5)], dim=-3)
-
-
-def ycbcr_to_rgb(ycc: Tensor, ycbcr_range: YCbCrRange = "studio") -> Tensor:
-    """Inverse of :func:`rgb_to_ycbcr` (…×3×H×W → …×3×H×W RGB, not clamped)."""
-    if ycbcr_range == "studio":
-        y, cbcr = ycc[..., :1, :, :], ycc[..., 1:, :, :]
-        ycc = torch.cat([(y - _STUDIO_Y[0]) / _STUDIO_Y[1], (cbcr - _STUDIO_C[0]) / _STUDIO_C[1] + 0.5], dim=-3)
-    elif ycbcr_range != "full":
-        raise ValueError(f"range must be 'studio' or 'full', got {ycbcr_range!r}")
-    return kornia.color.ycbcr_to_rgb(ycc)
 
 
 def _fuse_plane(c: Tensor, tau: float) -> Tensor:
@@ -345,14 +146,14 @@ def fuse_rgb(
     if luma not in ("official", "minmax", "raw"):
         raise ValueError(f"luma must be 'official', 'minmax' or 'raw', got {luma!r}")
     if tau is None:
-        tau = _STUDIO_C[0] if ycbcr == "studio" else 0.5
+        tau = STUDIO_C[0] if ycbcr == "studio" else 0.5
     ycc = rgb_to_ycbcr(sources, ycbcr)  # N×K×3×H×W
     y = net(ycc[:, :, :1])
     if luma != "raw":
         j = minmax_normalize(y)
         if luma == "official":
             j = stretch_contrast(j)
-        offset, gain = _STUDIO_Y if ycbcr == "studio" else (0.0, 1.0)
+        offset, gain = STUDIO_Y if ycbcr == "studio" else (0.0, 1.0)
         y = offset + gain * j
     cb, cr = fuse_chroma(ycc[:, :, 1:2], ycc[:, :, 2:3], tau)
     return ycbcr_to_rgb(torch.cat([y, cb, cr], dim=1), ycbcr).clamp(0.0, 1.0)

@@ -11,8 +11,8 @@ exactness for speed, each chosen by name on the command line (``--run.eval_preci
 * ``channels_last=True``: the networks' 4-D parameters (and Zero-DCE's input) in ``torch.channels_last``, the
   layout oneDNN's and cuDNN's fastest convolutions use. PyTorch's convolution follows the weight's layout.
 * ``compile=True``: each paper's hot path through ``torch.compile(dynamic=True)`` (no recompilation per image
-  size): Zero-DCE's curve iterations (8 full-resolution elementwise passes fused into one kernel), the other
-  papers' networks. The first image pays the compilation (tens of seconds on a CPU).
+  size): Zero-DCE's curve-map network and curve iterations (8 full-resolution elementwise passes fused into one
+  kernel), ReFusion's fusion network F. The first image pays the compilation (tens of seconds on a CPU).
 
 What each pays, measured per paper, is in ``benchmarks/results/inference_options.json``; the tests compare each
 option with fp32 at a stated tolerance (``tests/test_inference_options.py``).

@@ -205,7 +205,7 @@ def _scale_factor(net: nn.Module, s: float) -> Iterator[None]:
 
 
 def dce_enhance(net: nn.Module, x: Tensor, scale_factor: float, tile_size: int | None,
-                curves: Callable[..., Tensor] | None = None) -> Tensor:
+                curves: Callable[..., Tensor] | None = None, maps: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Zero-DCE / Zero-DCE++ enhancement of N×3×H×W, tile by tile, equal to ``net(x)[0]`` at ``scale_factor``.
 
     ``scale_factor`` 1: DCE-Net is local (radius :func:`receptive_radius` = 7 for 7 layers), the curves are per
@@ -219,18 +219,21 @@ def dce_enhance(net: nn.Module, x: Tensor, scale_factor: float, tile_size: int |
         net: a :class:`lightning_modules.zero_dce.DCENet` (its own ``scale_factor`` is ignored and kept).
         tile_size: core tile size; ``None`` = the whole image in one call.
         curves: the curve application, ``apply_curves(x, maps, n_iterations, sign)`` (default
-            :func:`lightning_modules.zero_dce.apply_curves`; e.g. its compiled form).
+            :func:`networks.zero_dce.apply_curves`; e.g. its compiled form).
+        maps: the curve-map estimation ``t → net.curve_maps(t)`` (default that; e.g. its compiled form).
     """
-    from lightning_modules.zero_dce import apply_curves
+    from networks.zero_dce import apply_curves
 
+    own = curves is None and maps is None
     curves = curves or apply_curves
+    maps_of = maps or net.curve_maps
     s = float(scale_factor)
     radius = receptive_radius(net)
 
     def enhance(t: Tensor) -> Tensor:  # net(t)[0]; through the module call (and its hooks) unless curves is given
-        if curves is apply_curves:
+        if own:
             return net(t)[0]
-        return curves(t, net.curve_maps(t), net.n_iterations, net.sign)
+        return curves(t, maps_of(t), net.n_iterations, net.sign)
 
     if s == 1:
         with _scale_factor(net, 1.0):
@@ -248,11 +251,11 @@ def dce_enhance(net: nn.Module, x: Tensor, scale_factor: float, tile_size: int |
             f"{type(net).__name__}: input {h}×{w} comes back as {big[0]}×{big[1]} after the 1/{s:g} down / ×{s:g} "
             f"up round trip; crop the input to multiples of the scale factor first (crop_to_multiple(x, {s:g}))")
     with _scale_factor(net, 1.0):
-        maps = tiled_apply(net.curve_maps, small, radius,
-                           tile_size if use_tiles(*small.shape[-2:], tile_size) else None)
+        small_maps = tiled_apply(maps_of, small, radius,
+                                 tile_size if use_tiles(*small.shape[-2:], tile_size) else None)
     out = x.new_empty(x.shape)
     for rows, cols in tile_grid(h, w, tile_size):
-        a = upsample_bilinear_region(maps, (h, w), rows, cols)
+        a = upsample_bilinear_region(small_maps, (h, w), rows, cols)
         out[..., rows, cols] = curves(x[..., rows, cols], a, net.n_iterations, net.sign)
     return out
 

@@ -55,8 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from imaging.filters import filter_valid, gaussian_1d
 from losses._amp import autocast_off
-from losses.filtering import filter_valid, gaussian_1d
 
 __all__ = [
     "MEFSSIMLoss",

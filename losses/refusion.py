@@ -24,9 +24,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from imaging.filters import _sobel_kernel, sobel_gradient  # noqa: F401  (re-exported)
 from losses._amp import autocast_off
 
 Reduction = Literal["mean", "sum", "none"]
@@ -39,34 +39,6 @@ __all__ = [
     "ReFusionFusionLoss",
     "ReFusionReconstructionLoss",
 ]
-
-
-def _sobel_kernel(dtype: torch.dtype, device: torch.device) -> Tensor:
-    """2×1×3×3 kernel: Sobel_x and Sobel_y (unnormalised)."""
-    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=dtype, device=device)
-    return torch.stack([kx, kx.t()]).unsqueeze(1)
-
-
-def sobel_gradient(image: Tensor, kernel: Tensor | None = None) -> Tensor:
-    """``|Sobel_x ∗ x| + |Sobel_y ∗ x|`` per channel, zero padding 1.
-
-    Args:
-        image: (*, C, H, W) tensor, any leading dims (e.g. N×K×C×H×W sources).
-        kernel: optional 2×1×3×3 Sobel kernel (a module buffer); built on the fly when None.
-
-    Returns:
-        Tensor of the same shape as ``image``, values ≥ 0 (up to 8 for inputs in [0, 1]).
-
-    SOURCE: ReFusion training copy / TDFusion ``utils.py`` (``Sobelxy``: ``F.conv2d(x, k, padding=1)``, abs, sum).
-    """
-    if image.ndim < 3:
-        raise ValueError(f"sobel_gradient expects (*, C, H, W), got shape {tuple(image.shape)}")
-    if kernel is None:
-        kernel = _sobel_kernel(image.dtype, image.device)
-    shape = image.shape
-    x = image.reshape(-1, 1, shape[-2], shape[-1])
-    g = F.conv2d(x, kernel.to(dtype=x.dtype), padding=1)
-    return (g[:, 0].abs() + g[:, 1].abs()).reshape(shape)
 
 
 def _fp32(*xs: Tensor) -> list[Tensor]:

@@ -47,7 +47,7 @@ from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure as _tm_ssim
 from torchmetrics.functional.image import visual_information_fidelity as _tm_vif
 
-from losses.filtering import filter_valid, gaussian_1d
+from imaging.filters import filter_valid, gaussian_1d
 
 __all__ = [
     "ALL_METRICS",

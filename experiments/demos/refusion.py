@@ -27,7 +27,7 @@ def raw_and_normalised(model, loader) -> dict[str, dict[str, float]]:
     """Fusion metrics of ReFusion and the pixel mean, each raw and min–max normalised, on ``loader``'s pairs."""
     import torch
 
-    from lightning_modules.deepfuse import minmax_normalize
+    from imaging.colour import minmax_normalize
     from metrics.fusion import FusionMetrics
 
     names = model.test_metrics.metric_names

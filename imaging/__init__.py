@@ -1,0 +1,1 @@
+"""Imaging code shared by the papers: colour conversions and normalisation (:mod:`imaging.colour`)."""
