@@ -224,7 +224,7 @@ def dce_enhance(net: nn.Module, x: Tensor, scale_factor: float, tile_size: int |
     """
     from networks.zero_dce import apply_curves
 
-    own = curves is None and maps is None
+    own = curves in (None, apply_curves) and maps is None
     curves = curves or apply_curves
     maps_of = maps or net.curve_maps
     s = float(scale_factor)

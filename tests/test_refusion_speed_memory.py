@@ -13,12 +13,12 @@ from lightning_modules.refusion import (
     ReconstructionNet,
     ReFusion,
     TransformerBlock,
-    WithBiasLayerNorm,
     inner_update,
     meta_loss,
     set_gradient_checkpointing,
 )
 from losses.refusion import refusion_fusion_loss, refusion_reconstruction_loss
+from networks.restormer import WithBiasLayerNorm
 
 TINY = {"dim": 4, "num_blocks": 1, "heads": 2}
 
