@@ -204,8 +204,14 @@ def run_arguments(params: dict[str, Any], hyphens: bool = True) -> list[str]:
     return [f"{'--' if hyphens else ''}{k}={format_value(v)}" for k, v in params.items()]
 
 
+#: how a sweep starts ``darkroom``: this Python, ``-m experiments.cli``; with ``-P`` (Python ≥ 3.11) the working
+#: folder is not put first on ``sys.path``, so a user's own ``metrics.py`` or ``losses/`` there cannot shadow the
+#: suite's packages (on Python 3.10 it still can)
+DARKROOM_COMMAND: list[str] = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-m", "experiments.cli"]
+
+
 def build_command(cfg: dict, params: dict[str, Any]) -> list[str]:
-    """The sweep's ``command`` with its macros filled; ``darkroom`` becomes this Python's ``-m experiments.cli``."""
+    """The sweep's ``command`` with its macros filled; ``darkroom`` becomes :data:`DARKROOM_COMMAND`."""
     command = cfg.get("command") or ["${env}", "${program}", "${args}"]
     out: list[str] = []
     for token in command:
@@ -220,7 +226,7 @@ def build_command(cfg: dict, params: dict[str, Any]) -> list[str]:
         elif token == "${args_json}":
             out.append(json.dumps(params))
         elif token == "darkroom" and not out:
-            out += [sys.executable, "-m", "experiments.cli"]
+            out += DARKROOM_COMMAND
         else:
             out.append(token)
     return out

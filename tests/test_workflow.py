@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -67,9 +68,21 @@ def test_every_sweep_yaml_expands_to_darkroom_fit(path):
     runs = sweep.expand(cfg, count=3)
     assert runs
     cmd = sweep.build_command(cfg, runs[0])
-    assert cmd[:4] == [sys.executable, "-m", "experiments.cli", "fit"]
+    n = len(sweep.DARKROOM_COMMAND)
+    assert cmd[:n + 1] == [*sweep.DARKROOM_COMMAND, "fit"] and cmd[n - 2:n] == ["-m", "experiments.cli"]
     for config in [c for i, c in enumerate(cmd) if cmd[i - 1] == "-c"]:
         assert (REPO / config).is_file(), config
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P (the working folder off sys.path) is 3.11+")
+def test_a_users_metrics_module_in_the_working_folder_does_not_shadow_the_suite(tmp_path):
+    """A sweep run started in a folder holding the user's own ``metrics.py`` still imports the suite's metrics."""
+    (tmp_path / "metrics.py").write_text("raise ImportError('the user module shadowed the suite')\n")
+    config = REPO / "experiments" / "zero_dce" / "paper.yaml"  # resolving its model class imports metrics
+    done = subprocess.run([*sweep.DARKROOM_COMMAND, "fit", "-c", str(config), "--print_config"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "DARKROOM_ALLOCATOR": "system"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "class_path: lightning_modules.zero_dce.ZeroDCE" in done.stdout
 
 
 # -- local sweep runs -----------------------------------------------------------------------------------------
