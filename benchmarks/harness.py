@@ -52,6 +52,8 @@ if str(ROOT) not in sys.path:
 from experiments import allocator as _allocator  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+#: the research-only data (weights, photos), ``$DARKROOM_SHARED_DATA`` or ``../shared/data`` beside the repository
+SHARED = Path(os.environ.get("DARKROOM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 def load_average() -> list[float] | None:

@@ -32,7 +32,10 @@ from lightning_modules.inference import InferenceOptions  # noqa: E402
 from lightning_modules.refusion import ReFusion  # noqa: E402
 from lightning_modules.zero_dce import ZeroDCE  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: official weights per paper, under harness.SHARED (random weights where absent)
+WEIGHTS = {"zero_dce": "weights/zero_dce/Epoch99.pth", "zero_dce_pp": "weights/zero_dce_pp/Epoch99.pth",
+           "deepfuse": "weights/deepfuse/DF_model_Epoch99.npz", "refusion": "weights/refusion/ReFusion_IVIF.pth",
+           "dped": "weights/dped/iphone_orig"}
 OPTIONS = {
     "fp32": InferenceOptions(),
     "bf16": InferenceOptions(precision="bf16"),
@@ -43,12 +46,6 @@ OPTIONS = {
 }
 
 
-def _flags(options: InferenceOptions) -> set[str]:
-    """The option names (as in ``inference_not_offered``) that ``options`` turns on."""
-    on = {"bf16": options.precision == "bf16", "channels_last": options.channels_last, "compile": options.compile}
-    return {k for k, v in on.items() if v}
-
-
 def _recording(model: torch.nn.Module, x: torch.Tensor, outputs: dict, key: str) -> Callable[[], None]:
     """A call of ``model(x)`` that keeps its output in ``outputs[key]``."""
     def call() -> None:
@@ -57,27 +54,27 @@ def _recording(model: torch.nn.Module, x: torch.Tensor, outputs: dict, key: str)
 
 
 def _weights(rel: str) -> str | None:
-    path = SHARED / rel
+    path = harness.SHARED / rel
     return str(path) if path.exists() or Path(str(path) + ".index").exists() else None
 
 
 def papers(quick: bool) -> dict[str, tuple[Callable[[], torch.nn.Module], Callable[[], torch.Tensor], str]]:
     """name → (model factory, input factory, size description)."""
     def zero_dce(variant: str) -> Callable[[], torch.nn.Module]:
-        w = _weights(f"weights/{variant}/Epoch99.pth")
+        w = _weights(WEIGHTS[variant])
         return lambda: ZeroDCE.from_official(w, variant=variant) if w else ZeroDCE(variant=variant,
                                                                                     eval_scale_factor=12.0 if variant == "zero_dce_pp" else 1.0)
 
     def refusion() -> torch.nn.Module:
-        w = _weights("weights/refusion/ReFusion_IVIF.pth")
+        w = _weights(WEIGHTS["refusion"])
         return ReFusion.from_official(w) if w else ReFusion()
 
     def deepfuse() -> torch.nn.Module:
-        w = _weights("weights/deepfuse/DF_model_Epoch99.npz")
+        w = _weights(WEIGHTS["deepfuse"])
         return DeepFuse.from_official(w) if w else DeepFuse(architecture="official")
 
     def dped() -> torch.nn.Module:
-        w = _weights("weights/dped/iphone_orig")
+        w = _weights(WEIGHTS["dped"])
         return DPED.from_official(w) if w else DPED()
 
     hw = {"zero_dce": (900, 1200), "zero_dce_pp": (900, 1200), "deepfuse": (384, 512), "refusion": (480, 640),
@@ -123,7 +120,7 @@ def main() -> None:
             x = make_input()
             base = make_model().eval()
             offered = {k: o for k, o in OPTIONS.items()
-                       if not (args.quick and o.compile) and not (_flags(o) & set(base.inference_not_offered))
+                       if not (args.quick and o.compile) and not (o.enabled & set(base.inference_not_offered))
                        and (k == "fp32" or args.variants is None or k in args.variants)}
             print(f"{name} ({size}): {', '.join(offered)}", file=sys.stderr)
             models = {}  # one model per variant: a compiled network is cached per configure_inference
@@ -145,11 +142,7 @@ def main() -> None:
                     flops, timings[k]["median_ms"], torch.bfloat16 if o.precision == "bf16" else torch.float32)
             results[name] = {
                 "size": size,
-                "weights": "official" if _weights({"zero_dce": "weights/zero_dce/Epoch99.pth",
-                                                   "zero_dce_pp": "weights/zero_dce_pp/Epoch99.pth",
-                                                   "deepfuse": "weights/deepfuse/DF_model_Epoch99.npz",
-                                                   "refusion": "weights/refusion/ReFusion_IVIF.pth",
-                                                   "dped": "weights/dped/iphone_orig"}[name]) else "random",
+                "weights": "official" if _weights(WEIGHTS[name]) else "random",
                 "not_offered": dict(model.inference_not_offered),
                 "variants": {k: {**timings[k], "ratio_to_fp32": ratio[k],
                                  "max_abs_diff_to_fp32": (outputs[k] - reference).abs().max().item()}

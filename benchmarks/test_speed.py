@@ -41,7 +41,7 @@ from benchmarks import harness  # noqa: E402
 from datamodules.image_io import load_tensor  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DARKROOM_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED = harness.SHARED
 W, H = 1200, 900
 
 

@@ -49,6 +49,12 @@ class InferenceOptions:
         summation order: equal to float rounding, not bit for bit)."""
         return self == InferenceOptions()
 
+    @property
+    def enabled(self) -> set[str]:
+        """The options turned on, by the names ``inference_not_offered`` uses: ``bf16``, ``channels_last``, ``compile``."""
+        on = {"bf16": self.precision == "bf16", "channels_last": self.channels_last, "compile": self.compile}
+        return {k for k, v in on.items() if v}
+
     def record(self) -> dict[str, Any]:
         """What ``results.json`` stores."""
         return asdict(self)
@@ -74,12 +80,10 @@ class FastInference:
         """Set the options (an :class:`InferenceOptions`, or its fields as keywords); an option the paper does not
         offer (:attr:`inference_not_offered`) raises ``ValueError`` with the reason."""
         options = options or InferenceOptions(**kwargs)
-        asked = {"bf16": options.precision == "bf16", "channels_last": options.channels_last,
-                 "compile": options.compile}
-        for name, on in asked.items():
-            if on and name in self.inference_not_offered:
-                raise ValueError(f"{type(self).__name__}: inference option {name} is not offered: "
-                                 f"{self.inference_not_offered[name]}")
+        refused = sorted(options.enabled & set(self.inference_not_offered))
+        if refused:
+            raise ValueError(f"{type(self).__name__}: inference option {refused[0]} is not offered: "
+                             f"{self.inference_not_offered[refused[0]]}")
         self.inference = options
         self.__dict__["_compiled"] = {}
         fmt = torch.channels_last if options.channels_last else torch.contiguous_format
