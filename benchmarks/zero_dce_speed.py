@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-compile-train", action="store_true",
                         help="compile the inference variants only (on a CPU, Zero-DCE++'s compiled backward ran over "
-                             "20 min for one training step: an inductor kernel for its depthwise convolutions)")
+                             "20 min for one training step, inside a generated inductor kernel of the compiled backward)")
     parser.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/…)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
