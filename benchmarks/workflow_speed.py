@@ -41,7 +41,9 @@ def fake_runs(root: Path, n: int) -> list[Path]:
         (run / "logs" / "fit_0").mkdir(parents=True)
         rows = ["epoch,step,train/loss_step,val/psnr"] + [f"0,{s},{1 / (s + 1):.5f}," for s in range(200)]
         (run / "logs" / "fit_0" / "metrics.csv").write_text("\n".join(rows))
-        init = {"variant": "zero_dce", "n_layers": [3, 7][i % 2], "n_filters": 32, "n_iterations": 8,
+        net = {"class_path": "networks.zero_dce.DCENet",
+               "init_args": {"n_layers": [3, 7][i % 2], "n_filters": 32, "n_iterations": 8}}
+        init = {"variant": "zero_dce", "net": net,
                 "loss_form": "official", "exposure_level": 0.6, "lr": 1e-4 * (1 + i % 5),
                 "loss_weights": {"spa": 1.0, "exp": 10.0, "col": 5.0, "tv": 200.0}}
         (run / "results.json").write_text(json.dumps({

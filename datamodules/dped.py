@@ -47,11 +47,11 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from datamodules.base import DarkroomDataModule, Split
 from datamodules.dataset_identity import KNOWN_DATASETS, describe_dataset
 from datamodules.image_datasets import ImageFileDataset
 from datamodules.image_io import (
@@ -61,7 +61,6 @@ from datamodules.image_io import (
     load_tensor,
     predict_images,
 )
-from datamodules.loaders import make_loader
 
 __all__ = ["DPED_LAYOUT", "DPEDDataModule", "DPEDPatchDataset", "augment_pair", "find_patch_pairs"]
 
@@ -174,7 +173,7 @@ class DPEDPatchDataset(Dataset):
         return {"input": x, "target": y, "name": str(idx)}
 
 
-class DPEDDataModule(L.LightningDataModule):
+class DPEDDataModule(DarkroomDataModule):
     """DPED patches of one phone for training/validation/test, full-size photos for predict.
 
     Args:
@@ -216,34 +215,28 @@ class DPEDDataModule(L.LightningDataModule):
         seed: int = 0,
         dataset_name: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size or batch_size, num_workers)
         if not phone or any(c in phone for c in "/\\") or phone in (".", ".."):
             raise ValueError(f"phone must be a plain folder name such as 'iphone', got {phone!r}")
-        for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
-                                 ("patch_size", patch_size, 1), ("check_sample", check_sample, 0)):
+        for name, value, low in (("patch_size", patch_size, 1), ("check_sample", check_sample, 0)):
             if value < low:
                 raise ValueError(f"{name} must be ≥ {low}, got {value}")
-        for name, value, low in (("eval_batch_size", eval_batch_size, 1), ("train_subset", train_subset, 1),
-                                 ("val_max_patches", val_max_patches, 0)):
+        for name, value, low in (("train_subset", train_subset, 1), ("val_max_patches", val_max_patches, 0)):
             if value is not None and value < low:
                 raise ValueError(f"{name} must be ≥ {low} or None, got {value}")
         self.save_hyperparameters()
-        self.root, self.phone, self.predict_root = root, phone, predict_root
-        self.batch_size, self.num_workers = batch_size, num_workers
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.root, self.phone = root, phone
         self.train_subset, self.val_max_patches = train_subset, val_max_patches
         self.augment, self.patch_size, self.seed = augment, patch_size, seed
         self.check_all_files, self.check_sample = check_all_files, check_sample
         self.dataset_name = dataset_name
-        self.train_set: DPEDPatchDataset | None = None
-        self.val_set: DPEDPatchDataset | None = None
-        self.test_set: DPEDPatchDataset | None = None
-        self.predict_set: ImageFileDataset | None = None
-
-    @property
-    def has_validation(self) -> bool:
-        """Whether the fit loop validates (read by the ``darkroom`` command to pick the checkpoint monitor)."""
-        return self.root is not None and self.val_max_patches != 0
+        if root is not None:
+            phone_dir = Path(root).expanduser() / phone
+            self.train_root = str(phone_dir / "training_data")
+            self.test_root = str(phone_dir / "test_data" / "patches")
+            self.val_root = self.test_root if val_max_patches != 0 else None
+        self.predict_root = predict_root if predict_root is not None or root is None else str(
+            Path(root).expanduser() / phone / "test_data" / "full_size_test_images")
 
     # ----------------------------------------------------------------------------------- discovery
     def phone_root(self) -> Path:
@@ -285,45 +278,20 @@ class DPEDDataModule(L.LightningDataModule):
         self._check_sizes(split_dir, indices)
         return DPEDPatchDataset(split_dir, self.phone, indices, self.patch_size, augment)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Find and check the files of ``stage`` ("fit", "validate", "test", "predict"; ``None`` = all)."""
-        if stage in ("fit", None):
-            self.train_set = self._split("training_data", self.train_subset, self.augment)
-        if stage in ("fit", "validate", None) and self.val_max_patches != 0:
-            self.val_set = self._split("test_data/patches", self.val_max_patches, False)
-        if stage in ("test", None):
-            self.test_set = self._split("test_data/patches", None, False)
-        if stage in ("predict", None):
-            folder = (Path(self.predict_root).expanduser() if self.predict_root is not None
-                      else self.phone_root() / "test_data" / "full_size_test_images")
-            files, names, skipped = predict_images(folder, what="full-size phone photos to enhance",  # any depth
-                                                   skip_bad=getattr(self, "predict_skip_bad", False))
-            self.predict_set = ImageFileDataset(files, names, None)
-            self.predict_set.skipped = skipped  # (file, reason) of unreadable files left out (--run.skip_bad)
+    def build_dataset(self, split: Split) -> Dataset:
+        if split == "train":
+            return self._split("training_data", self.train_subset, self.augment)
+        if split in ("val", "test"):
+            return self._split("test_data/patches", self.val_max_patches if split == "val" else None, False)
+        if self.hparams.predict_root is None:
+            self.phone_root()  # the default folder: raises naming the unset root or the missing phone folder
+        files, names, skipped = predict_images(Path(self.predict_root), what="full-size phone photos to enhance",
+                                               skip_bad=self.predict_skip_bad)  # any depth
+        dataset = ImageFileDataset(files, names, None)
+        dataset.skipped = skipped  # (file, reason) of unreadable files left out (--run.skip_bad)
+        return dataset
 
-    # --------------------------------------------------------------------------------- dataloaders
-    def _loader(self, dataset: Dataset | None, what: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return make_loader(dataset, "DPEDDataModule", what, batch_size, shuffle, self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, "train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        if self.val_max_patches == 0:
-            return []  # Lightning skips the validation loop
-        return self._loader(self.val_set, "validation", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, "test", self.eval_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set, "predict", 1, shuffle=False)
-
-    def describe(self, stage: str = "test") -> dict | None:
-        """The ``dataset`` block of ``results.json`` for the test patches (see :mod:`datamodules.dataset_identity`)."""
-        if stage != "test" or self.root is None:
-            return None
-        ds = self.test_set or self._split("test_data/patches", None, False)
+    def describe_split(self, split: Split, ds: DPEDPatchDataset) -> dict:
         files = [d / f"{i}.jpg" for i in ds.indices for d in (ds.phone_dir, ds.dslr_dir)]
         protocol = {"phone": self.phone, "patch_size": self.patch_size, "colour": "rgb",
                     "range": "[0, 1] unclipped output", "eval_batch_size": self.eval_batch_size}

@@ -37,26 +37,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from datamodules.base import DarkroomDataModule, Split
 from datamodules.dataset_identity import describe_dataset
 from datamodules.image_io import (
-    IMAGE_EXTENSIONS,
     DatasetLayoutError,
-    check_image_header,
-    is_image,
     load_tensor,
-    natural_key,
 )
-from datamodules.loaders import make_loader
+from datamodules.stack_folders import ExposureStack, find_stacks
 from imaging.stacks import luminance_order
 
 __all__ = [
@@ -69,69 +63,6 @@ __all__ = [
 ]
 
 Exposures = Literal["extreme_pair", "all"]
-_EXTS = "/".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
-LAYOUT = f"<root>/<scene>/<exposure>.<{_EXTS}>: one folder per scene holding K ≥ 2 aligned exposures of equal size"
-#: BT.601 luma weights (used only to order exposures; any monotone grey conversion gives the same order
-#: for exposures of one scene except in near-ties).
-
-
-@dataclass(frozen=True)
-class ExposureStack:
-    """One scene: its folder, its exposure files (natural name order) and their common ``(width, height)``."""
-
-    folder: Path
-    files: tuple[Path, ...]
-    size: tuple[int, int]
-
-    @property
-    def name(self) -> str:
-        return self.folder.name
-
-
-def _check_scene(folder: Path) -> ExposureStack:
-    """Validate one scene folder from file headers; raises naming the folder or file."""
-    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=natural_key)
-    bad = [p for p in entries if not p.is_file() or not is_image(p)]
-    if bad:
-        raise DatasetLayoutError(
-            f"{bad[0]}: not an image file in exposure stack {folder} (expected only the scene's exposures: {LAYOUT})"
-        )
-    if len(entries) < 2:
-        raise DatasetLayoutError(
-            f"{folder}: exposure stack has {len(entries)} image(s); fusion needs at least 2 exposures ({LAYOUT})"
-        )
-    sizes = [check_image_header(p) for p in entries]
-    if len(set(sizes)) != 1:
-        listing = ", ".join(f"{p.name} {w}x{h}" for p, (w, h) in zip(entries, sizes, strict=True))
-        raise DatasetLayoutError(
-            f"{folder}: exposures differ in size ({listing}); a stack must be aligned images of one size"
-        )
-    return ExposureStack(folder, tuple(entries), sizes[0])
-
-
-def find_stacks(root: str | Path | None, argument: str = "root") -> list[ExposureStack]:
-    """All scene folders under ``root`` (naturally sorted), each validated by :func:`_check_scene`.
-
-    Raises:
-        ValueError: ``root`` is None.
-        DatasetLayoutError: the root is missing, holds no scene folder (e.g. it *is* a scene folder), or a
-            scene is malformed (fewer than 2 images, mismatched sizes, a non-image file).
-        ImageReadError: an exposure file is not a readable image.
-    """
-    if root is None:
-        raise ValueError(f"ExposureStackDataModule.{argument} is not set (expected {LAYOUT})")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DatasetLayoutError(f"{root}: {argument} folder not found (expected {LAYOUT})")
-    scenes = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")), key=natural_key)
-    if not scenes:
-        hint = ""
-        if any(p.is_file() and is_image(p) for p in root.iterdir()):
-            hint = f"; {root} holds images directly — put them in a scene folder, e.g. {root}/scene/"
-        raise DatasetLayoutError(f"{root}: no scene folders found (expected {LAYOUT}){hint}")
-    return [_check_scene(d) for d in scenes]
-
-
 def select_exposures(images: Tensor, exposures: Exposures) -> Tensor:
     """``"all"``: the stack as is; ``"extreme_pair"``: first and last (darkest, brightest of a sorted stack).
 
@@ -201,7 +132,7 @@ class ExposureStackDataset(Dataset):
         return {"sources": images.contiguous(), "name": stack.name}
 
 
-class ExposureStackDataModule(L.LightningDataModule):
+class ExposureStackDataModule(DarkroomDataModule):
     """Exposure stacks (one folder per scene) for DeepFuse training and MEF-SSIM evaluation.
 
     Args:
@@ -242,12 +173,9 @@ class ExposureStackDataModule(L.LightningDataModule):
         seed: int = 0,
         dataset_name: str | None = None,
     ) -> None:
-        super().__init__()
-        for name, value in (("crop_size", crop_size), ("batch_size", batch_size), ("crops_per_stack", crops_per_stack)):
-            if value < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {value}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be ≥ 0, got {num_workers}")
+        super().__init__(batch_size, 1, num_workers)
+        if crop_size < 1 or crops_per_stack < 1:
+            raise ValueError(f"crop_size and crops_per_stack must be ≥ 1, got {crop_size}, {crops_per_stack}")
         for name, value in (("exposures", exposures), ("eval_exposures", eval_exposures)):
             if value not in ("extreme_pair", "all"):
                 raise ValueError(f"{name} must be 'extreme_pair' or 'all', got {value!r}")
@@ -257,15 +185,10 @@ class ExposureStackDataModule(L.LightningDataModule):
             raise ValueError(f"eval_max_side must be ≥ 11 (MEF-SSIM windows) or None, got {eval_max_side}")
         self.save_hyperparameters()
         self.train_root, self.val_root, self.test_root, self.predict_root = train_root, val_root, test_root, predict_root
-        self.crop_size, self.batch_size, self.num_workers = crop_size, batch_size, num_workers
-        self.exposures, self.eval_exposures, self.flip = exposures, eval_exposures, flip
+        self.crop_size, self.exposures, self.eval_exposures, self.flip = crop_size, exposures, eval_exposures, flip
         self.crops_per_stack, self.val_max_stacks, self.eval_max_side, self.seed = (
             crops_per_stack, val_max_stacks, eval_max_side, seed)
         self.dataset_name = dataset_name
-        self.train_set: ExposureStackDataset | None = None
-        self.val_set: ExposureStackDataset | None = None
-        self.test_set: ExposureStackDataset | None = None
-        self.predict_set: ExposureStackDataset | None = None
 
     def _train_stacks(self) -> list[ExposureStack]:
         stacks = find_stacks(self.train_root, "train_root")
@@ -291,43 +214,17 @@ class ExposureStackDataModule(L.LightningDataModule):
             stacks = [stacks[int(i)] for i in keep]
         return ExposureStackDataset(stacks, self.eval_exposures, max_side=self.eval_max_side)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Find and check the stacks of ``stage`` ("fit", "validate", "test", "predict"; ``None`` = all configured)."""
-        if stage in ("fit", None) and (stage == "fit" or self.train_root is not None):
-            self.train_set = ExposureStackDataset(self._train_stacks(), self.exposures, self.crop_size, self.flip,
-                                                  self.crops_per_stack)
-        if stage in ("fit", "validate", None) and (stage == "validate" or self.val_root is not None):
-            self.val_set = self._eval_set(self.val_root, "val_root", self.val_max_stacks)
-        if stage in ("test", None) and (stage == "test" or self.test_root is not None):
-            self.test_set = self._eval_set(self.test_root, "test_root", None)
-        if stage in ("predict", None) and (stage == "predict" or self.predict_root is not None):
-            self.predict_set = self._eval_set(self.predict_root, "predict_root", None)
+    def build_dataset(self, split: Split) -> ExposureStackDataset:
+        if split == "train":
+            return ExposureStackDataset(self._train_stacks(), self.exposures, self.crop_size, self.flip,
+                                        self.crops_per_stack)
+        return self._eval_set(self.split_root(split), f"{split}_root", self.val_max_stacks if split == "val" else None)
 
-    def _loader(self, dataset: Dataset | None, what: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return make_loader(dataset, "ExposureStackDataModule", what, batch_size, shuffle, self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, "train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        if self.val_root is None:
-            return []  # no validation data: Lightning skips the validation loop
-        return self._loader(self.val_set, "validation", 1, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, "test", 1, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set, "predict", 1, shuffle=False)
-
-    def describe(self, stage: str = "test") -> dict | None:
-        """The ``dataset`` block of ``results.json`` for the ``test`` split (see :mod:`datamodules.dataset_identity`)."""
-        if stage != "test" or self.test_root is None:
-            return None
-        stacks = (self.test_set or self._eval_set(self.test_root, "test_root", None)).stacks
+    def describe_split(self, split: Split, dataset: ExposureStackDataset) -> dict:
+        stacks = dataset.stacks
         files = [f for s in stacks for f in s.files]
         unit = "pairs" if self.eval_exposures == "extreme_pair" or all(len(s.files) == 2 for s in stacks) else "stacks"
         protocol = {"exposures": self.eval_exposures, "resize_max_side": self.eval_max_side,
                     "colour": "Y (BT.601 studio range) for MEF-SSIM", "range": "[0, 255]"}
-        return describe_dataset(files, self.test_root, len(stacks), unit, protocol, candidates=("mefb",),
+        return describe_dataset(files, self.split_root(split), len(stacks), unit, protocol, candidates=("mefb",),
                                 configured=self.dataset_name, layout="stacks")

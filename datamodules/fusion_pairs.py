@@ -26,7 +26,7 @@ On-disk layouts read (``<ext>`` = jpg/jpeg/png/bmp/tif/tiff in any case); partne
   :class:`UnpairedFilesWarning`. This is also the layout
   of the research team's ``shared/data/fusion/{ir_vis,multi_focus,medical}``.
 * ``layout="stacks"`` (MEIF): one folder per scene holding K ≥ 2 exposures (MEFB ``input/`` scenes, the layout of
-  :mod:`datamodules.exposure_stacks`, whose :func:`~datamodules.exposure_stacks.find_stacks` validates it); the
+  :mod:`datamodules.stack_folders`, whose :func:`~datamodules.stack_folders.find_stacks` validates it); the
   darkest and the brightest exposure by mean luma are the (under, over) pair.
 
 Splits: ``train_root`` / ``val_root`` / ``test_root`` / ``predict_root`` each point at such a root; ``root`` is a
@@ -50,14 +50,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from datamodules.base import DarkroomDataModule, Split
 from datamodules.dataset_identity import describe_dataset
 from datamodules.image_io import DatasetLayoutError, check_image_header, is_image, load_tensor, natural_key
-from datamodules.loaders import make_loader
+from datamodules.stack_folders import find_stacks
 from imaging.stacks import luminance_order
 
 __all__ = [
@@ -222,8 +222,6 @@ def _suffix_pairs(root: Path, task: str, suffixes: tuple[str, str] | None) -> li
 
 
 def _stack_pairs(root: Path) -> list[FusionPair]:
-    from datamodules.exposure_stacks import find_stacks
-
     return [FusionPair(s.name, s.files[0], s.files[-1], s.size, stack=s.files) for s in find_stacks(root, "root")]
 
 
@@ -293,7 +291,7 @@ class FusionPairDataset(Dataset):
         return {"sources": sources, "name": pair.name}
 
 
-class FusionPairDataModule(L.LightningDataModule):
+class FusionPairDataModule(DarkroomDataModule):
     """Paired sources of one fusion task (IVIF / MFIF / MEIF / MIF) for ReFusion training and evaluation.
 
     Args:
@@ -331,7 +329,7 @@ class FusionPairDataModule(L.LightningDataModule):
         val_max_pairs: int | None = 8,
         dataset_name: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, 1, num_workers)
         if task not in FOLDER_PAIRS:
             raise ValueError(f"task must be one of {sorted(FOLDER_PAIRS)}, got {task!r}")
         if layout not in ("folders", "suffix", "stacks"):
@@ -339,9 +337,8 @@ class FusionPairDataModule(L.LightningDataModule):
         for arg, value in (("folders", folders), ("suffixes", suffixes)):
             if value is not None and len(value) != 2:
                 raise ValueError(f"{arg} must name exactly 2 entries (first, second source), got {value!r}")
-        if crop_size < 1 or batch_size < 1 or num_workers < 0:
-            raise ValueError(f"need crop_size ≥ 1, batch_size ≥ 1, num_workers ≥ 0; got {crop_size}, "
-                             f"{batch_size}, {num_workers}")
+        if crop_size < 1:
+            raise ValueError(f"crop_size must be ≥ 1, got {crop_size}")
         if val_max_pairs is not None and val_max_pairs < 1:
             raise ValueError(f"val_max_pairs must be ≥ 1 or None, got {val_max_pairs}")
         self.save_hyperparameters()
@@ -352,17 +349,7 @@ class FusionPairDataModule(L.LightningDataModule):
         self.task, self.layout = task, layout
         self.train_root, self.val_root, self.test_root, self.predict_root = train_root, val_root, test_root, predict_root
         self.folders, self.suffixes = folders, suffixes
-        self.crop_size, self.batch_size, self.num_workers = crop_size, batch_size, num_workers
-        self.val_max_pairs, self.dataset_name = val_max_pairs, dataset_name
-        self.train_set: FusionPairDataset | None = None
-        self.val_set: FusionPairDataset | None = None
-        self.test_set: FusionPairDataset | None = None
-        self.predict_set: FusionPairDataset | None = None
-
-    @property
-    def has_validation(self) -> bool:
-        """Whether a validation split is configured (the CLI then monitors ``val/qabf``)."""
-        return self.val_root is not None
+        self.crop_size, self.val_max_pairs, self.dataset_name = crop_size, val_max_pairs, dataset_name
 
     def _pairs(self, root: str | None, argument: str) -> list[FusionPair]:
         if root is None:
@@ -370,10 +357,9 @@ class FusionPairDataModule(L.LightningDataModule):
                              f"layout {self.layout!r})")
         return find_pairs(root, self.task, self.layout, self.folders, self.suffixes)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Find and check the pairs of ``stage`` ("fit", "validate", "test", "predict"; ``None`` = all configured)."""
-        if stage in ("fit", None) and (stage == "fit" or self.train_root is not None):
-            pairs = self._pairs(self.train_root, "train_root")
+    def build_dataset(self, split: Split) -> FusionPairDataset:
+        pairs = self._pairs(self.split_root(split), f"{split}_root")
+        if split == "train":
             small = [p for p in pairs if min(p.size) < self.crop_size]
             if small:
                 p = small[0]
@@ -381,37 +367,13 @@ class FusionPairDataModule(L.LightningDataModule):
                     f"{p.first}: {p.size[0]}x{p.size[1]} is smaller than crop_size {self.crop_size} "
                     f"({len(small)} training pair(s) are); lower crop_size"
                 )
-            self.train_set = FusionPairDataset(pairs, self.crop_size)
-        if stage in ("fit", "validate", None) and (stage == "validate" or self.val_root is not None):
-            pairs = self._pairs(self.val_root, "val_root")
-            self.val_set = FusionPairDataset(pairs[: self.val_max_pairs] if self.val_max_pairs else pairs)
-        if stage in ("test", None) and (stage == "test" or self.test_root is not None):
-            self.test_set = FusionPairDataset(self._pairs(self.test_root, "test_root"))
-        if stage in ("predict", None) and (stage == "predict" or self.predict_root is not None):
-            self.predict_set = FusionPairDataset(self._pairs(self.predict_root, "predict_root"))
+            return FusionPairDataset(pairs, self.crop_size)
+        if split == "val" and self.val_max_pairs:
+            pairs = pairs[: self.val_max_pairs]
+        return FusionPairDataset(pairs)
 
-    def _loader(self, dataset: Dataset | None, what: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return make_loader(dataset, "FusionPairDataModule", what, batch_size, shuffle, self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, "train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        if self.val_root is None:
-            return []
-        return self._loader(self.val_set, "validation", 1, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, "test", 1, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set, "predict", 1, shuffle=False)
-
-    def describe(self, stage: str = "test") -> dict | None:
-        """The ``dataset`` block of ``results.json`` for the ``test`` split (see :mod:`datamodules.dataset_identity`)."""
-        if stage != "test" or self.test_root is None:
-            return None
-        pairs = self.test_set.pairs if self.test_set is not None else self._pairs(self.test_root, "test_root")
+    def describe_split(self, split: Split, dataset: FusionPairDataset) -> dict:
+        pairs = dataset.pairs
         files = [f for p in pairs for f in (p.stack or (p.first, p.second))]
         candidates = DATASET_CANDIDATES[self.task]
         if self.task == "mif":  # the modality narrows the candidates
@@ -419,5 +381,5 @@ class FusionPairDataModule(L.LightningDataModule):
             candidates = tuple(c for c in candidates if c.endswith(modality.lower()))
         protocol = {"task": self.task, "pairs": self.layout, "order": "official test.py input order",
                     "resize": None, "colour": "Y (BT.601 full range) fused, chroma recombined", "range": "[0, 255]"}
-        return describe_dataset(files, self.test_root, len(pairs), "pairs", protocol, candidates=candidates,
+        return describe_dataset(files, self.split_root(split), len(pairs), "pairs", protocol, candidates=candidates,
                                 configured=self.dataset_name, layout=self.layout)

@@ -37,10 +37,10 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from datamodules.base import DarkroomDataModule, Split
 from datamodules.dataset_identity import describe_dataset
 from datamodules.image_datasets import ImageFileDataset, PairDataset  # noqa: F401  (re-exported)
 from datamodules.image_io import (
@@ -53,7 +53,6 @@ from datamodules.image_io import (
     natural_key,
     predict_images,
 )
-from datamodules.loaders import make_loader
 
 LABEL_DIRS: tuple[str, ...] = ("Label", "label")
 _EXTS = "/".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
@@ -195,7 +194,7 @@ def _check_headers(files: Sequence[Path]) -> list[tuple[int, int]]:
     return [check_image_header(p) for p in files]
 
 
-class SICEDataModule(L.LightningDataModule):
+class SICEDataModule(DarkroomDataModule):
     """SICE Part1/Part2 (or any folder of low-light images) for Zero-DCE training and evaluation.
 
     Args:
@@ -238,29 +237,20 @@ class SICEDataModule(L.LightningDataModule):
         eval_batch_size: int = 1,
         dataset_name: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, num_workers)
         if image_size < 1:
             raise ValueError(f"image_size must be ≥ 1, got {image_size}")
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"batch_size and eval_batch_size must be ≥ 1, got {batch_size}, {eval_batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be ≥ 0, got {num_workers}")
         if eval_size is not None and (len(eval_size) != 2 or min(eval_size) < 1):
             raise ValueError(f"eval_size must be (width, height) or None, got {eval_size!r}")
         if val_max_pairs is not None and val_max_pairs < 1:
             raise ValueError(f"val_max_pairs must be ≥ 1 or None, got {val_max_pairs}")
         self.save_hyperparameters()
         self.train_root, self.val_root, self.test_root, self.predict_root = train_root, val_root, test_root, predict_root
-        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.image_size = image_size
         self.eval_size = tuple(int(v) for v in eval_size) if eval_size is not None else None
         self.eval_resample, self.low_per_sequence = eval_resample, low_per_sequence
-        self.val_max_pairs, self.seed = val_max_pairs, seed
-        self.eval_batch_size, self.dataset_name = eval_batch_size, dataset_name
+        self.val_max_pairs, self.seed, self.dataset_name = val_max_pairs, seed, dataset_name
         pairs_per_sequence(2, low_per_sequence)  # fail at construction on an unknown rule
-        self.train_set: ImageFileDataset | None = None
-        self.val_set: PairDataset | None = None
-        self.test_set: PairDataset | ImageFileDataset | None = None
-        self.predict_set: ImageFileDataset | None = None
 
     # ----------------------------------------------------------------------------------- discovery
     def _pair_set(self, root: str | None, argument: str, max_pairs: int | None) -> PairDataset:
@@ -290,55 +280,31 @@ class SICEDataModule(L.LightningDataModule):
         _check_headers(files)
         return ImageFileDataset(files, names, None, groups=[n.rpartition("/")[0] for n in names])
 
-    def setup(self, stage: str | None = None) -> None:
-        """Find and check the files of ``stage`` ("fit", "validate", "test", "predict"; ``None`` = all configured)."""
-        if stage in ("fit", None) and (stage == "fit" or self.train_root is not None):
+    def build_dataset(self, split: Split) -> Dataset:
+        if split == "train":
             files = find_train_images(self.train_root)
             _check_headers(files)
             flat = all(p.parent == files[0].parent for p in files) and files[0].parent == Path(self.train_root).expanduser()
             names = unique_names(files, None if flat else [p.parent.name for p in files])
-            self.train_set = ImageFileDataset(files, names, (self.image_size, self.image_size), "lanczos")
-        if stage in ("fit", "validate", None) and (stage == "validate" or self.val_root is not None):
-            self.val_set = self._pair_set(self.val_root, "val_root", self.val_max_pairs)
-        if stage in ("test", None) and (stage == "test" or self.test_root is not None):
-            self.test_set = self._test_set()
-        if stage in ("predict", None) and (stage == "predict" or self.predict_root is not None):
-            root = _check_root(self.predict_root, "predict_root", "a folder of photos to enhance (sub-folders allowed)")
-            files, names, skipped = predict_images(root, what="photos to enhance",
-                                                   skip_bad=getattr(self, "predict_skip_bad", False))
-            self.predict_set = ImageFileDataset(files, names, None)
-            self.predict_set.skipped = skipped  # (file, reason) of unreadable files left out (--run.skip_bad)
+            return ImageFileDataset(files, names, (self.image_size, self.image_size), "lanczos")
+        if split == "val":
+            return self._pair_set(self.val_root, "val_root", self.val_max_pairs)
+        if split == "test":
+            return self._test_set()
+        root = _check_root(self.predict_root, "predict_root", "a folder of photos to enhance (sub-folders allowed)")
+        files, names, skipped = predict_images(root, what="photos to enhance", skip_bad=self.predict_skip_bad)
+        dataset = ImageFileDataset(files, names, None)
+        dataset.skipped = skipped  # (file, reason) of unreadable files left out (--run.skip_bad)
+        return dataset
 
-    # --------------------------------------------------------------------------------- dataloaders
-    def _loader(self, dataset: Dataset | None, what: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return make_loader(dataset, "SICEDataModule", what, batch_size, shuffle, self.num_workers)
-
-    def _eval_batch_size(self, dataset: Dataset | None = None) -> int:
-        if isinstance(dataset, ImageFileDataset) or self.eval_size is None:
+    def batch_size_of(self, split: Split, dataset: Dataset) -> int:
+        if split != "train" and (isinstance(dataset, ImageFileDataset) or self.eval_size is None):
             return 1  # native sizes differ between images
-        return self.eval_batch_size
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, "train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        if self.val_root is None:
-            return []  # no validation data: Lightning skips the validation loop
-        return self._loader(self.val_set, "validation", self._eval_batch_size(self.val_set), shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, "test", self._eval_batch_size(self.test_set), shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set, "predict", 1, shuffle=False)
+        return super().batch_size_of(split, dataset)
 
     # ------------------------------------------------------------------------------------ identity
-    def describe(self, stage: str = "test") -> dict | None:
-        """The ``dataset`` block of ``results.json`` for the ``test`` split (see :mod:`datamodules.dataset_identity`)."""
-        if stage != "test" or self.test_root is None:
-            return None
-        ds = self.test_set if self.test_set is not None else self._test_set()
-        root = Path(self.test_root).expanduser()
+    def describe_split(self, split: Split, ds: Dataset) -> dict:
+        root = Path(self.split_root(split)).expanduser()
         if isinstance(ds, PairDataset):
             files = [p for pair in ds.pairs for p in pair]
             protocol = {"pairs": f"low_per_sequence={self.low_per_sequence}",

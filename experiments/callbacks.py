@@ -15,6 +15,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from datamodules.atomic_files import atomic_write_text
 from experiments.env import git_commit
+from lightning_modules.base import DarkroomModule
 from lightning_modules.per_image import column_means, gather_rows, group_summaries, order_rows, rows_to_csv
 
 
@@ -81,9 +82,8 @@ class ResultsWriter(Callback):
         self.path: Path | None = None
         self._rows: list[dict] = []
 
-    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        rows = getattr(pl_module, "per_image", None)
-        self._rows = gather_rows(rows.rows.values() if rows is not None else [], trainer.world_size)
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: DarkroomModule) -> None:
+        self._rows = gather_rows(pl_module.per_image.rows.values(), trainer.world_size)
 
     def _metrics(self, trainer: Trainer, means: dict[str, float]) -> tuple[dict[str, float | None], list[str]]:
         values = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
@@ -91,27 +91,27 @@ class ResultsWriter(Callback):
         metrics = {k: (v if math.isfinite(v) else None) for k, v in values.items()}
         return metrics, [k for k, v in metrics.items() if v is None]
 
-    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_test_end(self, trainer: Trainer, pl_module: DarkroomModule) -> None:
         if not trainer.is_global_zero:
             return
         dm = trainer.datamodule
-        test_set = getattr(dm, "test_set", None)
-        rows = order_rows(self._rows, getattr(test_set, "names", None))
+        test_set = dm.test_set if dm is not None else None
+        rows = order_rows(self._rows, test_set.names if test_set is not None else None)
         metrics, nonfinite = self._metrics(trainer, column_means(rows))
         groups = {g: {"count": v["count"], "metrics": {k: (x if math.isfinite(x) else None)
                                                        for k, x in v["metrics"].items()}}
                   for g, v in group_summaries(rows).items()}
         roots = {k: v for k, v in _data_args(self.config).items() if k.endswith("root") and v}
         timing = self.run_dir / "timing.json"
-        pretrained = getattr(pl_module.hparams, "pretrained", None) if hasattr(pl_module, "hparams") else None
+        pretrained = pl_module.pretrained_path
         results = {
             "fit_seconds": json.loads(timing.read_text())["fit_seconds"] if timing.exists() else None,
-            "paper": getattr(pl_module, "paper", type(pl_module).__name__),
+            "paper": pl_module.paper,
             "model": type(pl_module).__name__,
-            "variant": getattr(pl_module, "variant", None),
-            "dataset": dm.describe("test") if hasattr(dm, "describe") else None,
+            "variant": pl_module.variant,
+            "dataset": dm.describe("test") if dm is not None else None,
             "metrics": metrics,
-            "metric_variants": getattr(pl_module, "metric_variants", {}),
+            "metric_variants": pl_module.metric_variants,
             "groups": groups,
             "per_image_rows": len(rows),
             "nonfinite_metrics": nonfinite,

@@ -23,10 +23,11 @@ for _name in ("lightning.pytorch", "lightning.fabric"):  # drop Lightning's adve
     for _handler in logging.getLogger(_name).handlers:
         _handler.addFilter(lambda record: "💡 Tip" not in record.getMessage())
 
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer  # noqa: E402
+from lightning.pytorch import Trainer  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 
+from datamodules.base import DarkroomDataModule  # noqa: E402
 from experiments.callbacks import FitTimer, ResultsWriter  # noqa: E402
 from experiments.checkpointing import AtomicCheckpointIO, LastCheckpoint, ResumeState  # noqa: E402
 from experiments.loggers import make_loggers, new_run_name, run_dir_of_checkpoint, wandb_id  # noqa: E402
@@ -39,6 +40,7 @@ from experiments.precision import (  # noqa: E402
     normalise_precision,
 )
 from experiments.prediction_writer import ImageWriter  # noqa: E402
+from lightning_modules.base import DarkroomModule  # noqa: E402
 from lightning_modules.checkpoints import CheckpointError, load_checkpoint_file  # noqa: E402
 
 _RUN_NAME_ENV = "DARKROOM_RUN_NAME"
@@ -75,8 +77,8 @@ class DarkroomCLI(LightningCLI):
         self.results_writer: ResultsWriter | None = None
         self.image_writer: ImageWriter | None = None
         super().__init__(
-            LightningModule,
-            LightningDataModule,
+            DarkroomModule,
+            DarkroomDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
             args=args,
@@ -125,14 +127,11 @@ class DarkroomCLI(LightningCLI):
     def _configure_inference(self, run: Any) -> dict[str, Any]:
         """Hand test/predict's speed options to the model (:class:`lightning_modules.inference.InferenceOptions`);
         what ``results.json`` records about them."""
-        from lightning_modules.inference import FastInference, InferenceOptions
+        from lightning_modules.inference import InferenceOptions
 
         options = InferenceOptions(precision="bf16" if run.eval_precision == "bf16" else "32",
                                    channels_last=run.channels_last, compile=run.compile)
         if not options.exact:
-            if not isinstance(self.model, FastInference):
-                raise ValueError(f"{type(self.model).__name__} has no inference options "
-                                 "(--run.eval_precision bf16, --run.channels_last, --run.compile)")
             self.model.configure_inference(options)
         return {"inference": options.record()}
 
@@ -222,14 +221,14 @@ class DarkroomCLI(LightningCLI):
         cfg = self.config[sub] if self.subcommand else self.config
         run = cfg["run"]
         ckpt_path = cfg.get("ckpt_path")
-        group = run.group or getattr(self.model, "paper", type(self.model).__name__.lower())
+        group = run.group or self.model.paper
         self.run_dir = self._resolve_run_dir(run, ckpt_path, group)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config_dict = _namespace_to_dict(cfg)
 
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         if trainer_cfg.get("logger") in (None, True):
-            tags = list(run.tags) + list(getattr(self.model, "tags", []))
+            tags = list(run.tags) + list(self.model.tags)
             kwargs["logger"] = make_loggers(self.run_dir, group=group, name=self.run_dir.name, tags=tags,
                                             job_type=sub, config=config_dict, use_wandb=run.wandb)
         kwargs.setdefault("default_root_dir", str(self.run_dir))
@@ -259,8 +258,8 @@ class DarkroomCLI(LightningCLI):
         if sub == "fit" and trainer_cfg.get("enable_checkpointing", True) is not False:
             ckpt_dir = self.run_dir / "checkpoints"
             callbacks += [LastCheckpoint(ckpt_dir, every=run.checkpoint_every), ResumeState(), FitTimer(self.run_dir)]
-            monitor, mode = getattr(self.model, "monitor", (None, "min"))
-            if monitor and _has_validation(self.datamodule):
+            monitor, mode = self.model.monitor
+            if self.datamodule is not None and self.datamodule.has_validation:
                 callbacks.append(ModelCheckpoint(dirpath=str(ckpt_dir), monitor=monitor, mode=mode, save_last=False,
                                                  save_top_k=1, filename="best-{step}"))
             else:
@@ -276,9 +275,9 @@ class DarkroomCLI(LightningCLI):
         if sub == "predict":
             self.image_writer = ImageWriter(run.output_dir or self.run_dir / "predictions", overwrite=run.overwrite)
             callbacks.append(self.image_writer)
-            if self.datamodule is not None:  # read by the predict branch of the DataModules' setup
+            if self.datamodule is not None:
                 self.datamodule.predict_skip_bad = run.skip_bad
-            self.model.tile_size = run.tile_size  # read by the models' enhance / predict_step
+            self.model.tile_size = run.tile_size
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
@@ -312,13 +311,6 @@ def _run_test_after_fit(cli: DarkroomCLI) -> None:
                                        checkpoint_epoch=meta.get("epoch"))
     cli.trainer.callbacks.append(cli.results_writer)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt)
-
-
-def _has_validation(datamodule: LightningDataModule | None) -> bool:
-    if datamodule is None:
-        return False
-    hp = getattr(datamodule, "hparams", {})
-    return any(hp.get(k) for k in ("val_root", "val_dir")) or bool(getattr(datamodule, "has_validation", False))
 
 
 class CheckpointMismatchError(ValueError):

@@ -12,19 +12,17 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MetricCollection
 
-from lightning_modules.checkpoints import checkpoint_state
-from lightning_modules.image_grid import finish_samples, log_grid, save_samples
-from lightning_modules.inference import FastInference
+from lightning_modules.base import DarkroomModule, Stage
+from lightning_modules.image_grid import save_samples
 from lightning_modules.memory import check_memory
-from lightning_modules.per_image import PerImageRows
-from lightning_modules.tiling import DEFAULT_TILE_SIZE, dce_enhance, flush_subnormal_, use_tiles
+from lightning_modules.tiling import dce_enhance, flush_subnormal_, use_tiles
 from losses.zero_dce import ZeroDCELoss
 from metrics.full_reference import MAE, PSNR, SSIM, VARIANTS
 from metrics.no_reference import LOE, NIQE, ColourCast, MeanBrightness
+from networks.layers import build_network, network_spec
 from networks.zero_dce import (  # noqa: F401  (re-exported: the public API named in earlier issues)
     INITS,
     OFFICIAL_WEIGHT_FILES,
@@ -57,7 +55,7 @@ class ZeroDCELossWeights:
     tv: float | None = None
 
 
-class ZeroDCE(FastInference, LightningModule):
+class ZeroDCE(DarkroomModule):
     """Zero-DCE / Zero-DCE++: zero-reference low-light enhancement by iterated pixel-wise curves.
 
     Training uses only low-light (and over-exposed) images and the four losses of
@@ -65,16 +63,16 @@ class ZeroDCE(FastInference, LightningModule):
     well-exposed label (per-image PSNR / SSIM / MAE, :mod:`metrics.full_reference`).
 
     Args:
-        variant: ``"zero_dce"`` (DCE-Net, 79,416 parameters) or ``"zero_dce_pp"`` (depthwise-separable
-            convs, one shared map: 10,561 parameters).
-        n_layers, n_filters, n_iterations: the l-f-n network-size ablation ([SUPP Table 1]); 7-32-8 official.
-        depthwise_separable, shared_map: Zero-DCE++ components ([TPAMI Table 4]); ``None`` = the variant's.
-        scale_factor: downscale factor of the curve-estimation net in training (official: 1).
-        eval_scale_factor: the same at validation/test/predict (official Zero-DCE++ test: 12; ``None`` =
-            ``scale_factor``). Validation, test and predict crop an image to a multiple of it from the
+        variant: ``"zero_dce"`` or ``"zero_dce_pp"``: the official weight-file layout, the loss weights' defaults,
+            the tags, and the network when ``net`` is not given.
+        net: the curve-estimation network (:class:`~networks.zero_dce.DCENet`; its arguments are the l-f-n
+            network-size ablation [SUPP Table 1], the Zero-DCE++ components [TPAMI Table 4], the training scale
+            factor and the curve sign). ``None`` = the variant's official network: ``DCENet()`` (79,416 parameters)
+            or ``DCENetPP()`` (depthwise-separable convs, one shared map: 10,561 parameters).
+        eval_scale_factor: the curve-estimation scale at validation/test/predict (official Zero-DCE++ test: 12;
+            ``None`` = the net's training ``scale_factor``). Validation, test and predict crop an image to a multiple of it from the
             top-left corner, as the official Zero-DCE++ test does (the label is cropped the same way);
             :meth:`enhance` can pad instead.
-        sign: curve sign, ``"code"`` (official weights) or ``"paper"``.
         loss_weights: :class:`ZeroDCELossWeights`.
         loss_form: ``"official"`` (default) or ``"paper"`` forms of every loss term (digest §3).
         exposure_level: E of the exposure loss (0.6; [TPAMI Table 2] ablates 0.4–0.7).
@@ -95,18 +93,13 @@ class ZeroDCE(FastInference, LightningModule):
 
     paper = "zero_dce"
     monitor = ("val/psnr", "max")
+    networks = ("net",)
 
     def __init__(
         self,
         variant: Literal["zero_dce", "zero_dce_pp"] = "zero_dce",
-        n_layers: int = 7,
-        n_filters: int = 32,
-        n_iterations: int = 8,
-        depthwise_separable: bool | None = None,
-        shared_map: bool | None = None,
-        scale_factor: float = 1.0,
+        net: DCENet | None = None,
         eval_scale_factor: float | None = None,
-        sign: Literal["code", "paper"] = "code",
         loss_weights: ZeroDCELossWeights = ZeroDCELossWeights(),  # noqa: B008 (immutable use)
         loss_form: Literal["official", "paper"] = "official",
         exposure_level: float = 0.6,
@@ -119,24 +112,16 @@ class ZeroDCE(FastInference, LightningModule):
         super().__init__()
         if isinstance(loss_weights, dict):
             loss_weights = ZeroDCELossWeights(**loss_weights)
+        pp = variant == "zero_dce_pp"
+        self.net = build_network(net, DCENetPP if pp else DCENet)
         self.save_hyperparameters()
         self.hparams["loss_weights"] = asdict(loss_weights)
-        pp = variant == "zero_dce_pp"
-        self.net = DCENet(
-            n_layers=n_layers,
-            n_filters=n_filters,
-            n_iterations=n_iterations,
-            depthwise_separable=pp if depthwise_separable is None else depthwise_separable,
-            shared_map=pp if shared_map is None else shared_map,
-            scale_factor=scale_factor,
-            sign=sign,
-            init="default" if pp else "official",
-        )
+        self.hparams["net"] = network_spec(self.net)
         weights = asdict(loss_weights)
         if weights["tv"] is None:
             weights["tv"] = 1600.0 if pp else 200.0
         self.loss = ZeroDCELoss(weights=weights, forms=loss_form, well_exposed=exposure_level)
-        self.eval_scale_factor = float(eval_scale_factor or scale_factor)
+        self.eval_scale_factor = float(eval_scale_factor or self.net.scale_factor)
         metrics = MetricCollection({"psnr": PSNR(), "ssim": SSIM(), "mae": MAE()}, compute_groups=False)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
@@ -159,24 +144,23 @@ class ZeroDCE(FastInference, LightningModule):
             "on RGB, data range 1, mean of per-image values", "mae": "mean |output − label| over pixels and "
             "channels on 0–255 (the paper's MAE unit is not found)",
             **{f"{m}_{v}": f"{m.upper()} {VARIANTS[v]}" for v in variants for m in ("psnr", "ssim")}}
-        self.per_image = PerImageRows()
-        self.tags = [variant, f"{n_layers}-{n_filters}-{n_iterations}"]
+        self.tags = [variant, f"{self.net.n_layers}-{self.net.n_filters}-{self.net.n_iterations}"]
         self._grid_samples: list[list[torch.Tensor]] = []
         self._grid_names: list[str] = []
         self._train_grid: list | None = None
-        self.last_grid_path: Path | None = None
         if pretrained:
             self.load_pretrained(pretrained)
 
     # -- weights ---------------------------------------------------------------------------------
+    def load_official(self, path: Path) -> None:
+        """The official ``Epoch99.pth`` of the variant (``Zero-DCE_code`` / ``Zero-DCE++`` key layout)."""
+        official = load_official_weights(path, self.hparams.variant, scale_factor=self.net.scale_factor)
+        self.net.load_state_dict(official.state_dict())
+
     def load_pretrained(self, path: str | Path) -> None:
-        """Load an official ``Epoch99.pth`` or a Darkroom checkpoint into the network."""
-        path = Path(path)
-        if path.suffix == ".ckpt":
-            self.net.load_state_dict(checkpoint_state(path))
-        else:
-            official = load_official_weights(path, self.hparams.variant, scale_factor=self.net.scale_factor)
-            self.net.load_state_dict(official.state_dict())
+        """An official ``Epoch99.pth`` or a Darkroom checkpoint; subnormal weights are then zeroed (bit-identical
+        output, ~20× faster CPU convolutions: :func:`~lightning_modules.tiling.flush_subnormal_`)."""
+        super().load_pretrained(path)
         flush_subnormal_(self.net)
 
     @classmethod
@@ -225,8 +209,7 @@ class ZeroDCE(FastInference, LightningModule):
             x = crop_to_multiple(x, s)
         h, w = x.shape[-2:]
         if tile_size == "auto":
-            tile = getattr(self, "tile_size", DEFAULT_TILE_SIZE)
-            tile_size = tile if use_tiles(h, w, tile) else None
+            tile_size = self.tile_size if use_tiles(h, w, self.tile_size) else None
         if s != 1 and s.is_integer():
             ph, pw = (-h) % int(s), (-w) % int(s)
             if ph or pw:
@@ -265,11 +248,10 @@ class ZeroDCE(FastInference, LightningModule):
         """Zero-reference training often has no paired validation set: then grid the epoch's first batch."""
         grid = getattr(self, "_train_grid", None)
         if grid is not None and not sum(self.trainer.num_val_batches or [0]):
-            path = log_grid(self, "train/examples", grid[:2], ["input", "Zero-DCE"], row_names=grid[2])
-            self.last_grid_path = path or self.last_grid_path
+            self.log_examples("train", grid[:2], ["input", "Zero-DCE"], grid[2])
         self._train_grid = None
 
-    def _evaluate(self, batch: dict, batch_idx: int, stage: str) -> torch.Tensor:
+    def evaluate(self, batch: dict, batch_idx: int, stage: Stage) -> None:
         x, y = batch["input"], batch.get("target")
         out = self.enhance(x, fit="crop")
         if out.shape[-2:] != x.shape[-2:]:  # Zero-DCE++ crops to a multiple of its scale factor, as the official test
@@ -302,20 +284,13 @@ class ZeroDCE(FastInference, LightningModule):
         if batch_idx < self.hparams.log_images:
             self._grid_samples.append([t[:1].detach().cpu() for t in (x, out, y) if t is not None])
             self._grid_names.append(names[0])
-        return out
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
 
     def on_validation_epoch_start(self) -> None:
         self._grid_samples, self._grid_names = [], []
 
     def on_test_epoch_start(self) -> None:
         self.on_validation_epoch_start()
-        self.per_image.reset()
+        super().on_test_epoch_start()
 
     def on_test_start(self) -> None:
         # subnormal weights (24 % of the released Zero-DCE's) make CPU convolutions ~20× slower; zeroing
@@ -331,10 +306,7 @@ class ZeroDCE(FastInference, LightningModule):
             return
         columns = [torch.cat([F.interpolate(s[c], size=samples[0][c].shape[-2:], mode="bilinear")
                               for s in samples]) for c in range(len(samples[0]))]
-        path = log_grid(self, f"{stage}/examples", columns, ["input", "Zero-DCE", "label"][: len(columns)],
-                        row_names=self._grid_names)
-        if path is not None:
-            self.last_grid_path = path
+        self.log_examples(stage, columns, ["input", "Zero-DCE", "label"][: len(columns)], self._grid_names)
         self._grid_samples, self._grid_names = [], []
 
     def on_validation_epoch_end(self) -> None:
@@ -342,28 +314,26 @@ class ZeroDCE(FastInference, LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_samples("test")
-        finish_samples(self)
+        super().on_test_epoch_end()
 
-    def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        """Enhance full-size photos → ``{"output": in [0, 1], "name", "notes"}``, tiled above 4 tiles of pixels
-        (:meth:`enhance`). At an integer ``eval_scale_factor`` s ≠ 1 (Zero-DCE++: 12) an image that is not a
+    def predict_output(self, batch: dict) -> tuple[torch.Tensor, list[str]]:
+        """Enhance full-size photos, tiled above 4 tiles of pixels (:meth:`enhance`). At an integer ``eval_scale_factor`` s ≠ 1 (Zero-DCE++: 12) an image that is not a
         multiple of s is cropped to one from the top-left corner, as the official Zero-DCE++ test does; its
         note says so (``cropped 326×326 → 324×324 (W×H) …``), printed when the image is written."""
         x = batch["input"]
         s = float(self.eval_scale_factor)
-        tile = getattr(self, "tile_size", DEFAULT_TILE_SIZE)
-        if not use_tiles(*x.shape[-2:], tile):  # whole image: refused before it runs if it cannot fit
+        if not use_tiles(*x.shape[-2:], self.tile_size):  # whole image: refused before it runs if it cannot fit
             names = batch["name"]
             name = names if isinstance(names, str) else ", ".join(map(str, names))
             check_memory("zero_dce" if s == 1 else "zero_dce_pp", name, *x.shape[-2:], x.device,
                          "use --run.tile_size 512 (exact tiling, the same output)", images=x.shape[0])
-        out = self.enhance(x, fit="crop").clamp_(0, 1)
+        out = self.enhance(x, fit="crop")
         notes = [""] * x.shape[0]
         if out.shape[-2:] != x.shape[-2:]:
             (h, w), (ch, cw) = x.shape[-2:], out.shape[-2:]
             notes = [f"cropped {w}×{h} → {cw}×{ch} (W×H, top-left; a multiple of the scale factor {s:g}, "
                      f"as the official Zero-DCE++ test)"] * x.shape[0]
-        return {"output": out, "name": batch["name"], "notes": notes}
+        return out, notes
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(

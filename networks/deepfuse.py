@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from imaging.colour import minmax_normalize
 from imaging.stacks import stack_sources
-from networks.layers import conv
+from networks.layers import Network, conv
 
 __all__ = ["OFFICIAL_WEIGHTS_SOURCE", "Architecture", "DeepFuseNet", "load_official_deepfuse"]
 
@@ -53,7 +53,7 @@ _OFFICIAL_LAYERS: tuple[tuple[int, int, int], ...] = (
 )
 
 
-class DeepFuseNet(nn.Module):
+class DeepFuseNet(Network):
     """DeepFuse luminance-fusion CNN: K tied feature branches merged by summation.
 
     ``architecture="official"`` (default; SOURCE: official ``main.py``, released weights): all

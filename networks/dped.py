@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from networks.layers import Network
 from networks.tf_checkpoint import checkpoint_files, load_tf_checkpoint
 
 __all__ = ["OFFICIAL_DPED_SOURCE", "DPEDDiscriminator", "DPEDGenerator", "load_official_dped", "rgb_to_grayscale_tf",
@@ -70,7 +71,7 @@ class _ResidualBlock(nn.Module):
         return F.relu(self.norm_b(self.conv_b(a))) + x
 
 
-class DPEDGenerator(nn.Module):
+class DPEDGenerator(Network):
     """DPED image-enhancement generator (official ``models.resnet``).
 
     Args:
@@ -141,7 +142,7 @@ class _DiscConv(nn.Module):
         return self.norm(F.leaky_relu(x, 0.2))
 
 
-class DPEDDiscriminator(nn.Module):
+class DPEDDiscriminator(Network):
     """DPED texture discriminator (official ``models.adversarial``; not released).
 
     Args:

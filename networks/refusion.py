@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from imaging.filters import sobel_gradient
-from networks.layers import conv
+from networks.layers import Network, conv
 from networks.restormer import (
     run_blocks,
     set_gradient_checkpointing,
@@ -100,7 +100,7 @@ def _as_pair(x: Tensor, who: str) -> Tensor:
 # --------------------------------------------------------------------------------------------------------------
 # F: the official fusion module
 # --------------------------------------------------------------------------------------------------------------
-class FusionNet(nn.Module):
+class FusionNet(Network):
     """ReFusion's fusion module F, exactly the official released network (59,856 parameters with the defaults).
 
     ``I_a → Conv3×3(1→dim) → num_blocks·RTB(dim)``, same for ``I_b`` with its own weights; AFM → 2·dim channels;
@@ -174,7 +174,7 @@ class _ProposalBranch(nn.Module):
         return self.out3(self.out2(self.out1(out))).softmax(dim=1)
 
 
-class LossProposalNet(nn.Module):
+class LossProposalNet(Network):
     """ReFusion's loss proposal network P: per-pixel softmax weights over the 2 sources for the loss terms.
 
     Two sub-networks of identical structure (TDFusion's official ``LPN``, see ``_ProposalBranch``):
@@ -238,7 +238,7 @@ class _ReconstructionBranch(nn.Module):
         return torch.sigmoid(self.project_out(run_blocks(self.blocks, self.project_in(x))))
 
 
-class ReconstructionNet(nn.Module):
+class ReconstructionNet(Network):
     """ReFusion's reconstruction network R: recovers every source from the fused image.
 
     One branch per source, from the ReFusion figure: ``I_f → Conv3×3(1→dim) → num_blocks·RTB(dim) → Conv3×3(dim→1)

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from networks.layers import Network
+
 __all__ = [
     "DCENet",
     "DCENetPP",
@@ -118,7 +120,7 @@ class DepthwiseSeparableConv(nn.Module):
         return self.point_conv(self.depth_conv(x))
 
 
-class DCENet(nn.Module):
+class DCENet(Network):
     """DCE-Net: a plain CNN with symmetric skip concatenations that outputs curve maps.
 
     Official 7-layer layout (``Zero-DCE_code/model.py``), all 3×3 convs, stride 1, padding 1,

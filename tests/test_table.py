@@ -18,7 +18,9 @@ import pytest
 from experiments import table
 
 REPO = Path(__file__).resolve().parents[1]
-ZERO_DCE = {"n_layers": 7, "n_filters": 32, "n_iterations": 8, "loss_form": "official", "exposure_level": 0.6,
+ZERO_DCE = {"net": {"class_path": "networks.zero_dce.DCENet", "init_args": {"n_layers": 7, "n_filters": 32,
+                                                                             "n_iterations": 8}},
+            "loss_form": "official", "exposure_level": 0.6,
             "loss_weights": {"spa": 1.0, "exp": 10.0, "col": 5.0, "tv": 200.0}}
 SICE_PROTOCOL = {"pairs": "low_per_sequence=half", "resize": [1200, 900], "resample": "bicubic", "colour": "rgb"}
 METRICS = {"psnr": 16.0, "ssim": 0.55, "mae": 100.0, "input_psnr": 10.5, "input_ssim": 0.3, "input_mae": 200.0}
@@ -227,10 +229,10 @@ def test_training_length_text():
 
 def test_official_weights_and_unknown_test_set(tmp_path):
     write_run(tmp_path, "released", paper="deepfuse", variant="official", steps=None,
-              pretrained="DF_model_Epoch99.npz", init_args={"architecture": "official"},
+              pretrained="DF_model_Epoch99.npz", init_args={"net": {"init_args": {"architecture": "official"}}},
               metrics={"ms_mef_ssim": 0.9, "mef_ssim": 0.91},
               data=dataset("mefb", 100, 100, protocol={"exposures": "all", "resize_max_side": None}))
-    write_run(tmp_path, "downscaled", paper="deepfuse", variant="official", init_args={"architecture": "official"},
+    write_run(tmp_path, "downscaled", paper="deepfuse", variant="official", init_args={"net": {"init_args": {"architecture": "official"}}},
               steps=None, pretrained="DF_model_Epoch99.npz", metrics={"ms_mef_ssim": 0.95}, data=dataset("mefb", 100, 100, protocol={"resize_max_side": 512}))
     runs = table.load_runs(tmp_path)
     row = rows_of("deepfuse", "mefb_average", runs)["DeepFuse (released DF_model_Epoch99)"]
@@ -250,7 +252,7 @@ def test_official_weights_and_unknown_test_set(tmp_path):
 @pytest.fixture
 def mixed_runs(tmp_path) -> list[dict]:
     write_run(tmp_path, "paper_run", when="2026-01-01T00:00:00")
-    write_run(tmp_path, "partial_small", init_args={"n_layers": 3}, data=dataset(count=11, named_by="config"))
+    write_run(tmp_path, "partial_small", init_args={"net": {"init_args": {"n_layers": 3, "n_filters": 32, "n_iterations": 8}}}, data=dataset(count=11, named_by="config"))
     write_run(tmp_path, "pp_custom", variant="zero_dce_pp", data=dataset("custom", 11, None, named_by=None))
     write_run(tmp_path, "old", legacy=True)
     return table.load_runs(tmp_path)

@@ -89,7 +89,7 @@ def test_a_users_metrics_module_in_the_working_folder_does_not_shadow_the_suite(
 
 def test_crashed_run_does_not_stop_sweep_and_rerun_skips_finished(sice_root, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    cfg = {"method": "grid", "parameters": {"model.init_args.n_layers": {"values": [4, 3]}},  # 4 is invalid
+    cfg = {"method": "grid", "parameters": {"model.init_args.net.init_args.n_layers": {"values": [4, 3]}},  # 4 is invalid
            "command": ["${env}", "darkroom", "fit", "-c", "experiments/zero_dce/demo.yaml", "${args}"]}
     extra = ["--data.init_args.train_root", str(sice_root / "Dataset_Part1"),
              "--data.init_args.test_root", str(sice_root / "Dataset_Part2"),
@@ -103,7 +103,7 @@ def test_crashed_run_does_not_stop_sweep_and_rerun_skips_finished(sice_root, tmp
     status = json.loads((out / "sweep_status.json").read_text())
     assert [s["status"] for s in status] == ["failed", "finished"]
     results = json.loads((Path(records[1].run_dir) / "results.json").read_text())
-    assert results["config"]["model"]["init_args"]["n_layers"] == 3 and "psnr" in results["metrics"]
+    assert results["config"]["model"]["init_args"]["net"]["init_args"]["n_layers"] == 3 and "psnr" in results["metrics"]
     again = sweep.run_local(cfg, out, extra)
     assert [r.status for r in again] == ["failed", "skipped"]
 
@@ -125,12 +125,13 @@ def _fake_result(root: Path, name: str, init_args: dict, metrics: dict, when: st
 
 
 def test_table_fills_rows_from_results_and_marks_missing(tmp_path):
-    base = {"variant": "zero_dce", "n_layers": 7, "n_filters": 32, "n_iterations": 8, "loss_form": "official",
+    arch = {"n_layers": 7, "n_filters": 32, "n_iterations": 8}
+    base = {"variant": "zero_dce", "net": {"init_args": arch}, "loss_form": "official",
             "exposure_level": 0.6, "loss_weights": {"spa": 1.0, "exp": 10.0, "col": 5.0, "tv": 200.0}}
     _fake_result(tmp_path, "old", base, {"psnr": 15.0, "ssim": 0.5, "mae": 110.0, "input_psnr": 10.0}, "2026-01-01")
     _fake_result(tmp_path, "new", base, {"psnr": 16.0, "ssim": 0.55, "mae": 100.0, "input_psnr": 10.5,
                                          "input_ssim": 0.3, "input_mae": 200.0}, "2026-02-01")
-    _fake_result(tmp_path, "small", {**base, "n_layers": 3}, {"psnr": 14.0, "ssim": 0.5, "mae": 120.0}, "2026-02-02")
+    _fake_result(tmp_path, "small", {**base, "net": {"init_args": {**arch, "n_layers": 3}}}, {"psnr": 14.0, "ssim": 0.5, "mae": 120.0}, "2026-02-02")
     runs = table.load_runs(tmp_path)
     spec = table.load_paper_results("zero_dce")
     main = next(t for t in spec["tables"] if t["name"] == "table2_full_reference")
@@ -162,7 +163,7 @@ def _fake_run(root: Path, name: str, value: float, seed: int) -> Path:
         f.write(f"0,49,,{value * 10:.3f}\n")
     (run / "results.json").write_text(json.dumps({
         "paper": "zero_dce", "metrics": {"psnr": value * 10, "ssim": value},
-        "config": {"model": {"init_args": {"lr": value, "n_layers": 7}}}}))
+        "config": {"model": {"init_args": {"lr": value, "variant": "zero_dce"}}}}))
     rng = np.random.default_rng(seed)
     for column in ("input", "output", "target"):
         (run / "samples" / column).mkdir(parents=True)
@@ -179,7 +180,7 @@ def test_compare_report_contents(tmp_path):
     runs = [_fake_run(tmp_path, "run_a", 0.5, 0), _fake_run(tmp_path, "run_b", 0.7, 1)]
     page = compare.build_report(runs)
     assert page.count("<img ") == 2 * 4  # 2 images × (input, run_a, run_b, reference)
-    assert "model.init_args.lr" in page and "model.init_args.n_layers" not in page.split("Config differences")[1]
+    assert "model.init_args.lr" in page and "model.init_args.variant" not in page.split("Config differences")[1]
     assert page.count("<polyline") == 2 and "train/loss_step" in page
     assert "http" not in page.replace("http-equiv", "")  # self-contained
 

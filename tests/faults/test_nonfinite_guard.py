@@ -20,6 +20,7 @@ from experiments.nonfinite_guard import NonFiniteGuard, NonFiniteLossError
 from lightning_modules.dped import DPED
 from lightning_modules.refusion import ReFusion
 from lightning_modules.zero_dce import ZeroDCE
+from networks.zero_dce import DCENet
 
 BS = 2
 
@@ -81,7 +82,7 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
 
 def _zero_dce() -> ZeroDCE:
     torch.manual_seed(0)
-    return ZeroDCE(n_filters=8, log_images=0)
+    return ZeroDCE(net=DCENet(n_filters=8), log_images=0)
 
 
 ZDCE_SHAPES = {"input": (3, 32, 32)}
