@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
-from lightning_modules.deepfuse import DeepFuse  # noqa: E402
+from lightning_modules.deepfuse import DeepFuse, DeepFuseNet  # noqa: E402
 from lightning_modules.dped import DPED  # noqa: E402
 from lightning_modules.inference import InferenceOptions  # noqa: E402
 from lightning_modules.refusion import ReFusion  # noqa: E402
@@ -71,7 +71,7 @@ def papers(quick: bool) -> dict[str, tuple[Callable[[], torch.nn.Module], Callab
 
     def deepfuse() -> torch.nn.Module:
         w = _weights(WEIGHTS["deepfuse"])
-        return DeepFuse.from_official(w) if w else DeepFuse(architecture="official")
+        return DeepFuse.from_official(w) if w else DeepFuse(net=DeepFuseNet("official"))
 
     def dped() -> torch.nn.Module:
         w = _weights(WEIGHTS["dped"])

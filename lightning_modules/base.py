@@ -11,7 +11,7 @@ command and the results writer read these attributes; they never sniff argument 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -26,6 +26,7 @@ from lightning_modules.image_grid import finish_samples, log_grid
 from lightning_modules.inference import FastInference
 from lightning_modules.per_image import PerImageRows
 from lightning_modules.tiling import DEFAULT_TILE_SIZE
+from networks.layers import Network, network_spec
 
 Stage = Literal["val", "test"]
 
@@ -63,6 +64,19 @@ class DarkroomModule(FastInference, LightningModule):
         self.tile_size: int | None = DEFAULT_TILE_SIZE
         #: the weight file :meth:`load_pretrained` last read (recorded in ``results.json``)
         self.pretrained_path: str | None = None
+
+    def record_networks(self, *names: str) -> None:
+        """Replace the networks ``names`` in ``hparams`` by the ``class_path`` / ``init_args`` that rebuild them
+        (:func:`~networks.layers.network_spec`; call after ``save_hyperparameters``), so that a checkpoint stays
+        weights-only and says which networks it holds. An optional network that is ``None`` stays ``None``; a module
+        that does not record its arguments (not a :class:`~networks.layers.Network`, e.g. a stateless stand-in given
+        in Python) is recorded as ``None``, unless the config gave it as ``class_path`` / ``init_args``."""
+        for name in names:
+            net, given = getattr(self, name), self.hparams.get(name)
+            if isinstance(net, Network):
+                self.hparams[name] = network_spec(net)
+            elif not isinstance(given, Mapping):  # a config's class_path/init_args (the CLI's) is kept as given
+                self.hparams[name] = None
 
     # -- weights ---------------------------------------------------------------------------------
     def load_official(self, path: Path) -> None:

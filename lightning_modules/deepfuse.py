@@ -26,19 +26,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from imaging.colour import STUDIO_C, STUDIO_Y, YCbCrRange, minmax_normalize, rgb_to_ycbcr, ycbcr_to_rgb
-from lightning_modules.checkpoints import checkpoint_state
+from lightning_modules.base import DarkroomModule, Stage
 from lightning_modules.fusion_baselines import Mertens, PixelMean, stack_sources
-from lightning_modules.image_grid import finish_samples, log_grid, save_samples, side_by_side
-from lightning_modules.inference import FastInference
-from lightning_modules.per_image import PerImageRows
+from lightning_modules.image_grid import save_samples, side_by_side
 from losses.mef_ssim import MEFSSIMLoss, mef_ssim
 from metrics.mef_ssim import MEFSSIM
-from networks.deepfuse import OFFICIAL_WEIGHTS_SOURCE, Architecture, DeepFuseNet, load_official_deepfuse
+from networks.deepfuse import OFFICIAL_WEIGHTS_SOURCE, DeepFuseNet, load_official_deepfuse
+from networks.layers import build_network
 
 __all__ = [
     "OFFICIAL_WEIGHTS_SOURCE",
@@ -177,7 +175,7 @@ def select_extreme_exposures(sources: Tensor | Sequence[Tensor]) -> Tensor:
 # ---- LightningModule ----
 
 
-class DeepFuse(FastInference, LightningModule):
+class DeepFuse(DarkroomModule):
     """DeepFuse: unsupervised exposure fusion, the luminance CNN trained on 1 − MEF-SSIM.
 
     ``forward(sources)`` fuses an RGB stack: Y (studio range, MATLAB ``rgb2ycbcr``/255) through
@@ -202,9 +200,10 @@ class DeepFuse(FastInference, LightningModule):
     (synced under DDP); the loss runs in fp32 with autocast disabled (``losses.mef_ssim``).
 
     Args:
-        architecture: ``"official"`` (released model, default) or ``"paper"`` (unverified port variant).
-        negative_slope: LeakyReLU slope (official 0.01).
-        batch_norm: BatchNorm in the ``"paper"`` variant (the port uses it).
+        net: the luminance CNN, :class:`~networks.deepfuse.DeepFuseNet` (its ``architecture``: ``"official"``, the
+            released model, or ``"paper"``, the unverified port variant; LeakyReLU ``negative_slope``, official
+            0.01; ``batch_norm`` in the paper variant). ``None`` = the released architecture. Its output is
+            min–max normalised (``normalize_output=True``), which the loss and the fusion rule expect.
         loss: ``"mef_ssim"`` | ``"l1"`` | ``"mse"``.
         multiscale_loss: 3-scale MEF-SSIM in the loss.
         loss_weight: multiplier of the loss (official remnants: 100; ours 1).
@@ -221,12 +220,11 @@ class DeepFuse(FastInference, LightningModule):
 
     paper = "deepfuse"
     monitor = ("val/mef_ssim", "max")
+    networks = ("net",)
 
     def __init__(
         self,
-        architecture: Architecture = "official",
-        negative_slope: float = 0.01,
-        batch_norm: bool = False,
+        net: DeepFuseNet | None = None,
         loss: Literal["mef_ssim", "l1", "mse"] = "mef_ssim",
         multiscale_loss: bool = False,
         loss_weight: float = 1.0,
@@ -247,9 +245,13 @@ class DeepFuse(FastInference, LightningModule):
             raise ValueError(f"luma must be 'official' or 'minmax', got {luma!r}")
         if eval_exposures not in ("all", "extreme_pair"):
             raise ValueError(f"eval_exposures must be 'all' or 'extreme_pair', got {eval_exposures!r}")
+        self.net = build_network(net, DeepFuseNet)
+        if not self.net.normalize_output:
+            raise ValueError("DeepFuse: the net must min–max normalise its output (normalize_output=True): the "
+                             "MEF-SSIM loss and the fusion rule take a fused Y in [0, 1]")
         self.save_hyperparameters()
-        self.net = DeepFuseNet(architecture, negative_slope=negative_slope, normalize_output=True,
-                               batch_norm=batch_norm)
+        self.record_networks("net")
+        architecture = self.net.architecture
         self.mef_loss = MEFSSIMLoss(multiscale=multiscale_loss, loss_weight=loss_weight)
         self.mean_baseline = PixelMean()
         self.mertens = Mertens(1.0, 1.0, 1.0)
@@ -257,9 +259,7 @@ class DeepFuse(FastInference, LightningModule):
         self.val_metrics = nn.ModuleDict({m or "deepfuse": self._metrics(f"val/{m}") for m in self.methods})
         self.test_metrics = nn.ModuleDict({m or "deepfuse": self._metrics(f"test/{m}") for m in self.methods})
         self.tags = [architecture, f"loss-{loss}" + ("-ms" if multiscale_loss and loss == "mef_ssim" else "")]
-        self.last_grid_path: Path | None = None
         self.variant = architecture
-        self.per_image = PerImageRows()
         if pretrained:
             self.load_pretrained(pretrained)
 
@@ -269,21 +269,17 @@ class DeepFuse(FastInference, LightningModule):
                                 prefix=prefix, compute_groups=False)
 
     # -- weights ---------------------------------------------------------------------------------
-    def load_pretrained(self, path: str | Path) -> None:
-        """Load the official ``DF_model_Epoch99.npz`` or a Darkroom ``.ckpt`` into the network."""
-        path = Path(path)
-        if path.suffix == ".ckpt":
-            self.net.load_state_dict(checkpoint_state(path))
-            return
-        if self.hparams.architecture != "official":
+    def load_official(self, path: Path) -> None:
+        """The official ``DF_model_Epoch99.npz`` (released architecture only)."""
+        if self.net.architecture != "official":
             raise ValueError(f"{path}: the official weights fit architecture='official' only, "
-                             f"not {self.hparams.architecture!r}")
+                             f"not {self.net.architecture!r}")
         self.net.load_state_dict(load_official_deepfuse(path).state_dict())
 
     @classmethod
     def from_official(cls, path: str | Path, **kwargs: Any) -> DeepFuse:
         """The released ``DF_model_Epoch99.npz`` in a ready module (official architecture)."""
-        return cls(architecture="official", pretrained=str(path), **kwargs)
+        return cls(net=DeepFuseNet("official"), pretrained=str(path), **kwargs)
 
     # -- inference -------------------------------------------------------------------------------
     def forward(self, sources: Tensor) -> Tensor:
@@ -326,7 +322,7 @@ class DeepFuse(FastInference, LightningModule):
                          batch_size=n)
         return loss
 
-    def _evaluate(self, batch: dict, batch_idx: int, stage: str) -> Tensor:
+    def evaluate(self, batch: dict, batch_idx: int, stage: Stage) -> None:
         sources = stack_sources(batch["sources"], channels=3)
         fused = self(sources)
         outputs = {"": fused, "mean_": self.mean_baseline(sources), "mertens_": self.mertens(sources)}
@@ -348,31 +344,15 @@ class DeepFuse(FastInference, LightningModule):
             k = self.hparams.log_images
             cols = [sources[:k, i] for i in range(sources.shape[1])] + [fused[:k], outputs["mertens_"][:k]]
             captions = [f"exposure {i + 1}" for i in range(sources.shape[1])] + ["DeepFuse", "Mertens"]
-            path = log_grid(self, f"{stage}/examples", cols, captions, row_names=list(batch["name"][:k]))
-            if path is not None:
-                self.last_grid_path = path
-        return fused
+            self.log_examples(stage, cols, captions, list(batch["name"][:k]))
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
-
-    def on_test_epoch_start(self) -> None:
-        self.per_image.reset()
-
-    def on_test_epoch_end(self) -> None:
-        finish_samples(self)
-
-    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+    def predict_output(self, batch: dict) -> Tensor:
         """Fuse full-size stacks; above 4 tiles of pixels in the exact two-pass tiled form (the convolutions tile by
         tile, then the global min–max: :func:`lightning_modules.memory.deepfuse_fuse`, same output)."""
         from lightning_modules.memory import deepfuse_fuse, deepfuse_tile_size
 
         sources = batch["sources"]
-        return {"output": deepfuse_fuse(self, sources, deepfuse_tile_size(self, sources)).clamp(0, 1),
-                "name": batch["name"]}
+        return deepfuse_fuse(self, sources, deepfuse_tile_size(self, sources))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas))

@@ -13,14 +13,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from lightning_modules.checkpoints import load_checkpoint_file
-from lightning_modules.image_grid import finish_samples, log_grid, save_samples
-from lightning_modules.inference import FastInference
-from lightning_modules.per_image import PerImageRows
+from lightning_modules.base import DarkroomModule, Stage
+from lightning_modules.image_grid import save_samples
 from losses.dped import ALTERNATIVE_WEIGHTS, OFFICIAL_WEIGHTS, DPEDGeneratorLoss, discriminator_loss
 from losses.vgg import VGG19Features
 from metrics.dped import DPEDMSSSIM, DPEDPSNR, DPEDBatchPSNR
@@ -32,6 +29,7 @@ from networks.dped import (
     rgb_to_grayscale_tf,
     tf_same_pad,
 )
+from networks.layers import build_network
 
 __all__ = [
     "DPED",
@@ -67,7 +65,7 @@ def _drop_vgg_state(module: nn.Module, state_dict: dict, prefix: str, local_meta
         del state_dict[key]
 
 
-class DPED(FastInference, LightningModule):
+class DPED(DarkroomModule):
     """DPED GAN training (manual optimisation) and evaluation on 100×100 test patches.
 
     Per training iteration (official ``train_model.py``): one generator update with
@@ -82,23 +80,21 @@ class DPED(FastInference, LightningModule):
     ``gradient_clip_val`` is not available with manual optimisation.
 
     Args:
-        n_blocks, channels, eps: generator (:class:`DPEDGenerator`; official 4 / 64 / 1e-3).
-        generator_init: ``"official"`` or ``"pytorch"`` (:class:`DPEDGenerator`; the latter for short CPU demos).
-        patch_size: discriminator input side (official 100; its fc layer is sized for it).
-        disc_grayscale: discriminator on TF-grayscale input (official True).
-        disc_width: discriminator width multiplier (official 1.0; :class:`DPEDDiscriminator`); < 1 for CPU demos
-            and tests only.
+        generator: :class:`~networks.dped.DPEDGenerator` (``None`` = the official 4 blocks × 64 channels, official
+            init).
+        discriminator: :class:`~networks.dped.DPEDDiscriminator` (``None`` = the official one: grayscale 100×100
+            input, its fc layer sized for it).
+        content_network: φ of the content term ``‖φ(enhanced) − φ(DSLR)‖²``. ``None`` = the official VGG-19
+            relu5_4 features (:class:`~losses.vgg.VGG19Features`, built at ``fit`` from ``vgg_weights``); any frozen
+            ``nn.Module`` from images N×3×H×W in [0, 1] to features can stand in (the demo's ``torch.nn.Identity``:
+            a per-pixel MSE). It is left out of checkpoints.
         loss_preset: ``"official"`` or ``"alternative"`` weight set (:mod:`losses.dped`).
         loss_weights: :class:`DPEDLossWeights` overriding the preset per term (0 = off).
         texture_warmup: iterations at the start during which the texture term is left out of the generator loss
-            (the discriminator still trains; the generator step skips its forward through D); official 0 (the author suggests 1–2K iterations when training is unstable, #17).
-        vgg_weights: VGG-19 weight file for the content loss (default: ``$DARKROOM_VGG19`` or the torch hub
-            cache, see :mod:`losses.vgg`); needed only when the content weight is ≠ 0, and only for ``fit``.
-        vgg_pretrained: False = a randomly initialised VGG-19 (smoke tests and speed measurements only).
-        content_features: ``"vgg19"`` (official: relu5_4 of VGG-19) or ``"pixel"``: φ = identity, so the content
-            term is the per-pixel MSE on [0, 1] — the loss DPED's perceptual content term replaces (the paper's
-            SRCNN-style baseline). A stand-in for runs without VGG-19 weights (the CPU demo); its scale is not the
-            VGG term's, so set ``loss_weights.content`` explicitly with it.
+            (the discriminator still trains; the generator step skips its forward through D); official 0 (the
+            author suggests 1–2K iterations when training is unstable, #17).
+        vgg_weights: VGG-19 weight file for the official content network (default: ``$DARKROOM_VGG19`` or the torch
+            hub cache, see :mod:`losses.vgg`); needed only when the content weight is ≠ 0, and only for ``fit``.
         lr_g, lr_d: Adam learning rates (official 5e-4 both; betas 0.9/0.999, ε 1e-8 = TF defaults).
         lr_schedule: ``"constant"`` (official) or ``"cosine"``: both learning rates decay to 0 over
             ``trainer.max_steps`` iterations (for short demo runs, whose last iterate otherwise fluctuates).
@@ -109,21 +105,18 @@ class DPED(FastInference, LightningModule):
     paper = "dped"
     monitor = ("val/psnr", "max")
 
+    networks = ("generator", "discriminator")
+    sync_gradients_manually = True  # each step updates one of the two networks
+
     def __init__(
         self,
-        n_blocks: int = 4,
-        channels: int = 64,
-        eps: float = 1e-3,
-        generator_init: Literal["official", "pytorch"] = "official",
-        patch_size: int = 100,
-        disc_grayscale: bool = True,
-        disc_width: float = 1.0,
+        generator: DPEDGenerator | None = None,
+        discriminator: DPEDDiscriminator | None = None,
+        content_network: nn.Module | None = None,
         loss_preset: Literal["official", "alternative"] = "official",
         loss_weights: DPEDLossWeights = DPEDLossWeights(),  # noqa: B008 (immutable use)
         texture_warmup: int = 0,
         vgg_weights: str | None = None,
-        vgg_pretrained: bool = True,
-        content_features: Literal["vgg19", "pixel"] = "vgg19",
         lr_g: float = 5e-4,
         lr_d: float = 5e-4,
         lr_schedule: Literal["constant", "cosine"] = "constant",
@@ -135,18 +128,20 @@ class DPED(FastInference, LightningModule):
             loss_weights = DPEDLossWeights(**loss_weights)
         if loss_preset not in ("official", "alternative"):
             raise ValueError(f"loss_preset must be 'official' or 'alternative', got {loss_preset!r}")
-        if content_features not in ("vgg19", "pixel"):
-            raise ValueError(f"content_features must be 'vgg19' or 'pixel', got {content_features!r}")
+        self.generator = build_network(generator, DPEDGenerator)
+        self.discriminator = build_network(discriminator, DPEDDiscriminator)
+        self.content_network = None if content_network is None else build_network(content_network, nn.Identity)
+        if self.content_network is not None:
+            self.content_network.requires_grad_(False)
+            self.content_network.register_state_dict_post_hook(_drop_vgg_state)
         self.save_hyperparameters()
         self.hparams["loss_weights"] = asdict(loss_weights)
+        self.record_networks("generator", "discriminator", "content_network")
         self.automatic_optimization = False
         preset = OFFICIAL_WEIGHTS if loss_preset == "official" else ALTERNATIVE_WEIGHTS
         self.weights: dict[str, float] = {
             k: float(preset[k] if v is None else v) for k, v in asdict(loss_weights).items()
         }
-        self.generator = DPEDGenerator(n_blocks=n_blocks, channels=channels, eps=eps, init=generator_init)
-        self.discriminator = DPEDDiscriminator(in_size=patch_size, grayscale=disc_grayscale, eps=eps,
-                                               width=disc_width)
         self.loss: DPEDGeneratorLoss | None = None  # built for fit only (the VGG-19 is not needed to evaluate)
         metrics = MetricCollection({"psnr": DPEDPSNR(), "ms_ssim": DPEDMSSSIM(), "psnr_batch": DPEDBatchPSNR()},
                                    compute_groups=False)
@@ -154,18 +149,18 @@ class DPED(FastInference, LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
         self.test_input_metrics = metrics.clone(prefix="test/input_")
         self.tags = ["dped", loss_preset] + [f"no-{k}" for k, v in self.weights.items() if v == 0]
-        if content_features != "vgg19" and self.weights["content"] != 0:
-            self.tags.append(f"content-{content_features}")
+        if self.content_network is not None and self.weights["content"] != 0:
+            self.tags.append(f"content-{type(self.content_network).__name__.lower()}")
         self.register_load_state_dict_post_hook(self._ignore_missing_vgg)
         self.variant = "dped"
-        self.per_image = PerImageRows()
         if pretrained:
             self.load_pretrained(pretrained)
 
     # -- weights ---------------------------------------------------------------------------------
     @staticmethod
     def _ignore_missing_vgg(module: nn.Module, incompatible: Any) -> None:
-        incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if not k.startswith("loss.vgg.")]
+        incompatible.missing_keys[:] = [k for k in incompatible.missing_keys
+                                        if not k.startswith(("loss.vgg.", "content_network."))]
 
     def build_loss(self) -> DPEDGeneratorLoss:
         """Build the generator objective (and the VGG-19 when the content weight is ≠ 0); called at ``fit``.
@@ -175,27 +170,16 @@ class DPED(FastInference, LightningModule):
         """
         if self.loss is None:
             vgg = None
-            if self.weights["content"] != 0 and self.hparams.content_features == "pixel":
-                vgg = nn.Identity()
-            elif self.weights["content"] != 0:
-                vgg = VGG19Features("relu5_4", weights=self.hparams.vgg_weights,
-                                    pretrained=self.hparams.vgg_pretrained)
-                vgg.register_state_dict_post_hook(_drop_vgg_state)
+            if self.weights["content"] != 0:
+                vgg = self.content_network
+                if vgg is None:
+                    vgg = VGG19Features("relu5_4", weights=self.hparams.vgg_weights)
+                    vgg.register_state_dict_post_hook(_drop_vgg_state)
             self.loss = DPEDGeneratorLoss(weights=self.weights, vgg=vgg).to(self.device)
         return self.loss
 
-    def load_pretrained(self, path: str | Path) -> None:
-        """Load generator weights: a Darkroom ``.ckpt`` or an official TF1 checkpoint prefix (``…/iphone_orig``)."""
-        path = Path(path)
-        if path.suffix == ".ckpt":
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: checkpoint not found")
-            state = load_checkpoint_file(path)["state_dict"]
-            for name in ("generator", "discriminator"):
-                sub = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
-                if sub:
-                    getattr(self, name).load_state_dict(sub)
-            return
+    def load_official(self, path: Path) -> None:
+        """The released generator: an official TF1 checkpoint prefix (``…/iphone_orig``; D is not released)."""
         self.generator.load_state_dict(load_official_dped(path).state_dict())
 
     @classmethod
@@ -220,23 +204,6 @@ class DPED(FastInference, LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.build_loss()
-            strategy = self.trainer.strategy if self._trainer is not None else None
-            ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)
-            if isinstance(ddp_kwargs, dict):
-                # The toggled network gets no gradient in the other network's step: DDP must not wait for it.
-                ddp_kwargs.setdefault("find_unused_parameters", True)
-
-    def _step_uncounted(self, opt: Any) -> None:
-        """``opt.step()`` without advancing ``trainer.global_step`` (so that it counts iterations)."""
-        hooks = getattr(opt, "_on_before_step", None), getattr(opt, "_on_after_step", None)
-        if hooks[0] is None or hooks[1] is None:
-            opt.step()
-            return
-        opt._on_before_step = opt._on_after_step = lambda: None
-        try:
-            opt.step()
-        finally:
-            opt._on_before_step, opt._on_after_step = hooks
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss_fn = self.build_loss()
@@ -255,6 +222,7 @@ class DPED(FastInference, LightningModule):
         total = terms["total"]
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(total)
+        self.sync_gradients(self.generator.parameters())
         opt_g.step()
         self.untoggle_optimizer(opt_g)
         logs = {f"train/loss_{k}": v.detach() for k, v in terms.items() if k != "total"}
@@ -267,7 +235,8 @@ class DPED(FastInference, LightningModule):
             loss_d = discriminator_loss(d_logits, adv)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
-            self._step_uncounted(opt_d)
+            self.sync_gradients(self.discriminator.parameters())
+            self.step_uncounted(opt_d)
             self.untoggle_optimizer(opt_d)
             # argmax class 0 = DSLR ⇔ adv = 1
             logs["train/loss_d"] = loss_d.detach()
@@ -293,7 +262,7 @@ class DPED(FastInference, LightningModule):
         return opts, [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total) for o in opts]
 
     # -- evaluation ------------------------------------------------------------------------------
-    def _evaluate(self, batch: dict, batch_idx: int, stage: str) -> Tensor:
+    def evaluate(self, batch: dict, batch_idx: int, stage: Stage) -> None:
         x, y = batch["input"], batch.get("target")
         out = self(x)
         if y is not None:
@@ -310,33 +279,15 @@ class DPED(FastInference, LightningModule):
             cols = [x[: self.hparams.log_images], out[: self.hparams.log_images]]
             if y is not None:
                 cols.append(y[: self.hparams.log_images])
-            path = log_grid(self, f"{stage}/examples", cols, ["phone", "DPED", "DSLR"][: len(cols)],
-                            row_names=list(batch["name"][: self.hparams.log_images]))
-            if path is not None:
-                self.last_grid_path = path
-        return out
+            self.log_examples(stage, cols, ["phone", "DPED", "DSLR"][: len(cols)],
+                              list(batch["name"][: self.hparams.log_images]))
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
-
-    def on_test_epoch_start(self) -> None:
-        self.per_image.reset()
-
-    def on_test_epoch_end(self) -> None:
-        finish_samples(self)
-
-    def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        """Full-size photos → ``{"output": clamped to [0, 1], "name"}`` (written as PNG by the command): whole when
-        the photo fits in memory, else exact tiled instance norm (announced; :func:`lightning_modules.memory.dped_generate`)."""
+    def predict_output(self, batch: dict) -> Tensor:
+        """Full-size photos: whole when the photo fits in memory, else exact tiled instance norm (announced;
+        :func:`lightning_modules.memory.dped_generate`)."""
         from lightning_modules.memory import dped_generate
-        from lightning_modules.tiling import DEFAULT_TILE_SIZE
 
         names = batch["name"]
         name = names if isinstance(names, str) else ", ".join(map(str, names))
         with self.inference_autocast():  # --run.eval_precision bf16
-            out = self.to_fp32(dped_generate(self.generator, batch["input"], name,
-                                             getattr(self, "tile_size", DEFAULT_TILE_SIZE)))
-        return {"output": out.clamp_(0, 1), "name": names}
+            return self.to_fp32(dped_generate(self.generator, batch["input"], name, self.tile_size))

@@ -30,7 +30,6 @@ import torch
 from torch import Tensor
 
 from lightning_modules.tiling import (
-    DEFAULT_TILE_SIZE,
     receptive_radius,
     tiled_apply,
     tiled_instance_norm,
@@ -198,7 +197,7 @@ def deepfuse_fuse(module: torch.nn.Module, sources: Tensor, tile_size: int | Non
 
 def deepfuse_tile_size(module: torch.nn.Module, sources: Tensor) -> int | None:
     """The ``"auto"`` rule for DeepFuse: the module's ``tile_size`` (512 unless set) above 4 tiles of pixels."""
-    tile = getattr(module, "tile_size", DEFAULT_TILE_SIZE)
+    tile = module.tile_size
     return tile if use_tiles(*sources.shape[-2:], tile) else None
 
 

@@ -22,7 +22,7 @@ from lightning_modules.tiling import dce_enhance, flush_subnormal_, use_tiles
 from losses.zero_dce import ZeroDCELoss
 from metrics.full_reference import MAE, PSNR, SSIM, VARIANTS
 from metrics.no_reference import LOE, NIQE, ColourCast, MeanBrightness
-from networks.layers import build_network, network_spec
+from networks.layers import build_network
 from networks.zero_dce import (  # noqa: F401  (re-exported: the public API named in earlier issues)
     INITS,
     OFFICIAL_WEIGHT_FILES,
@@ -116,7 +116,7 @@ class ZeroDCE(DarkroomModule):
         self.net = build_network(net, DCENetPP if pp else DCENet)
         self.save_hyperparameters()
         self.hparams["loss_weights"] = asdict(loss_weights)
-        self.hparams["net"] = network_spec(self.net)
+        self.record_networks("net")
         weights = asdict(loss_weights)
         if weights["tv"] is None:
             weights["tv"] = 1600.0 if pp else 200.0

@@ -60,6 +60,7 @@ def test_every_ablation_config_runs_a_step(config, sice_root, tmp_path):
     overrides = yaml.safe_load(config.read_text())["model"]["init_args"]
     for key, value in overrides.items():
         assert _contains(getattr(cli.model.hparams, key), value), key
+    assert cli.trainer.global_step == 1
 
 
 def _contains(actual, expected) -> bool:
@@ -67,7 +68,6 @@ def _contains(actual, expected) -> bool:
     if isinstance(expected, dict):
         return isinstance(actual, dict) and all(k in actual and _contains(actual[k], v) for k, v in expected.items())
     return actual == expected
-    assert cli.trainer.global_step == 1
 
 
 def test_print_config_round_trips(tmp_path):

@@ -20,7 +20,8 @@ from lightning.pytorch import Trainer
 from datamodules.dped import DPEDDataModule
 from datamodules.image_io import read_image, write_uint8
 from experiments.cli import cli_main
-from lightning_modules.dped import DPED
+from lightning_modules.dped import DPED, DPEDDiscriminator, DPEDGenerator
+from losses.vgg import VGG19Features
 from metrics.dped import ms_ssim_dped, psnr_dped
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +29,14 @@ CONFIGS = REPO / "experiments" / "dped"
 FULL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "results.yaml")
 PHONES = ("iphone", "sony", "blackberry")
 DISC_WIDTH = 0.125
+RANDOM_VGG = '{"class_path": "losses.vgg.VGG19Features", "init_args": {"pretrained": false}}'
+
+
+def small_dped(random_vgg: bool = False, **kwargs) -> DPED:
+    """A DPED with an 8-channel generator and a 1/8-width discriminator (test doubles of the official networks)."""
+    vgg = VGG19Features("relu5_4", pretrained=False) if random_vgg else None
+    return DPED(generator=DPEDGenerator(channels=8), discriminator=DPEDDiscriminator(width=DISC_WIDTH),
+                content_network=vgg, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +61,8 @@ def _data_args(root: Path) -> list[str]:
     """Tiny data, a narrow generator (8 channels) and discriminator (1/8 width: 0.1M instead of 7.4M parameters) so
     that a step takes a fraction of a second on a CPU."""
     return ["--data.init_args.root", str(root), "--data.init_args.batch_size", "2", "--data.init_args.num_workers",
-            "0", "--data.init_args.val_max_patches", "2", "--model.init_args.channels", "8",
-            "--model.init_args.disc_width", str(DISC_WIDTH)]
+            "0", "--data.init_args.val_max_patches", "2", "--model.init_args.generator.init_args.channels", "8",
+            "--model.init_args.discriminator.init_args.width", str(DISC_WIDTH)]
 
 
 def _fast(tmp: Path, steps: int = 1) -> list[str]:
@@ -77,7 +86,7 @@ def test_sweep_and_results_yaml() -> None:
 def test_every_config_runs_a_step(config: Path, tiny_root: Path, tmp_path: Path) -> None:
     extra = []
     if config.stem == "iphone":  # content term on, with a random-init VGG-19 (no weights on this machine)
-        extra = ["--model.init_args.vgg_pretrained", "false"]
+        extra = ["--model.init_args.content_network", RANDOM_VGG]
     elif config.stem in PHONES:  # content off, in the form the loss-ablation sweep passes it
         extra = ['--model.init_args.loss_weights={"content": 0.0}']
     cli = cli_main(["fit", "-c", str(config), *_data_args(tiny_root), *_fast(tmp_path), "--run.name", "step",
@@ -94,7 +103,7 @@ def test_every_config_runs_a_step(config: Path, tiny_root: Path, tmp_path: Path)
                           weights_only=False)
         assert not [k for k in ckpt["state_dict"] if ".vgg." in k]  # the frozen VGG-19 stays out
         assert len(ckpt["optimizer_states"]) == 2
-        model = DPED(channels=8, disc_width=DISC_WIDTH, vgg_pretrained=False)
+        model = small_dped(random_vgg=True)
         model.load_state_dict(ckpt["state_dict"])  # strict: nothing else missing
 
 
@@ -118,22 +127,23 @@ def test_content_on_without_vgg_names_where_to_put_it(tiny_root: Path, tmp_path:
 
 
 def test_pixel_content_stand_in_is_the_per_pixel_mse(tiny_root: Path, tmp_path: Path) -> None:
-    """``content_features: pixel`` (the demo's stand-in without VGG-19 weights) needs no weight file and makes the
+    """``content_network: torch.nn.Identity`` (the demo's stand-in without VGG-19 weights) needs no weight file and makes the
     content term the plain MSE on [0, 1]; an unknown backbone is refused."""
     cli = cli_main(["-c", str(CONFIGS / "demo.yaml"), *_data_args(tiny_root), *_fast(tmp_path)], run=False)
-    assert cli.model.hparams.content_features == "pixel" and cli.model.weights["content"] > 0
+    assert cli.model.hparams.content_network["class_path"] == "torch.nn.Identity"
+    assert cli.model.weights["content"] > 0
     loss = cli.model.build_loss()
     e, d = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     terms = loss(e, d, torch.zeros(2, 2))
     torch.testing.assert_close(terms["content"], (e - d).pow(2).mean())
-    assert "content-pixel" in cli.model.tags
-    with pytest.raises(ValueError, match="content_features must be 'vgg19' or 'pixel'"):
-        DPED(content_features="resnet")  # type: ignore[arg-type]
+    assert "content-identity" in cli.model.tags
+    with pytest.raises(TypeError, match="a network must be an nn.Module or a"):
+        DPED(content_network="resnet")  # type: ignore[arg-type]
 
 
 def test_manual_step_updates_generator_and_discriminator(tiny_root: Path) -> None:
     torch.manual_seed(0)
-    model = DPED(channels=8, disc_width=DISC_WIDTH, loss_weights={"content": 0.0}, log_images=0)
+    model = small_dped(loss_weights={"content": 0.0}, log_images=0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     dm = DPEDDataModule(root=str(tiny_root), batch_size=2, num_workers=0, val_max_patches=0)
     trainer = Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -16,7 +16,7 @@ from conftest import SHARED
 
 from datamodules.image_io import read_image, to_tensor
 from experiments.cli import cli_main
-from lightning_modules.deepfuse import DeepFuse
+from lightning_modules.deepfuse import DeepFuse, DeepFuseNet
 from lightning_modules.dped import DPED
 from lightning_modules.inference import InferenceOptions
 from lightning_modules.refusion import ReFusion
@@ -38,7 +38,7 @@ def _official(cls, rel: str, **kwargs):
     if path.exists() or Path(str(path) + ".index").exists():
         return cls.from_official(str(path), **kwargs).eval()
     if cls is DeepFuse:
-        kwargs["architecture"] = "official"
+        kwargs["net"] = DeepFuseNet("official")
     return cls(**kwargs).eval()
 
 

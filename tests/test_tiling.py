@@ -164,10 +164,10 @@ def test_deepfuse_two_pass_equals_whole(luma):
 
 def test_dped_predict_tiles_when_the_photo_does_not_fit(monkeypatch, capsys):
     from lightning_modules import memory
-    from lightning_modules.dped import DPED
+    from lightning_modules.dped import DPED, DPEDGenerator
 
     torch.manual_seed(0)
-    model = DPED(n_blocks=1, channels=8, generator_init="pytorch").eval()
+    model = DPED(generator=DPEDGenerator(n_blocks=1, channels=8, init="pytorch")).eval()
     x = torch.rand(1, 3, 50, 70)
     with torch.no_grad():
         whole = model(x).clamp(0, 1)

@@ -87,13 +87,13 @@ def test_deepfuse_five_stacks_two_processes_equal_one(tmp_path: Path) -> None:
     baselines agree."""
     from datamodules.exposure_stacks import ExposureStackDataset, find_stacks
     from datamodules.synthetic.exposure_stacks import write_exposure_stacks
-    from lightning_modules.deepfuse import DeepFuse
+    from lightning_modules.deepfuse import DeepFuse, DeepFuseNet
 
     root = write_exposure_stacks(tmp_path / "stacks", n_train=1, n_test=5, size=(48, 44), seed=0)
     stacks = ExposureStackDataset(find_stacks(root / "test"), "all")
     batch = torch.cat([stacks[i]["sources"][None] for i in range(len(stacks))])
     torch.manual_seed(0)
-    model = DeepFuse(architecture="paper", log_images=0)
+    model = DeepFuse(net=DeepFuseNet("paper"), log_images=0)
     opt = model.configure_optimizers()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log() without a Trainer

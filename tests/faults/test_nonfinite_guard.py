@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, Dataset
 
 from experiments.nonfinite_guard import NonFiniteGuard, NonFiniteLossError
-from lightning_modules.dped import DPED
+from lightning_modules.dped import DPED, DPEDDiscriminator, DPEDGenerator
 from lightning_modules.refusion import ReFusion
 from lightning_modules.zero_dce import ZeroDCE
 from networks.zero_dce import DCENet
@@ -194,7 +194,8 @@ DPED_SHAPES = {"input": (3, 100, 100), "target": (3, 100, 100)}
 
 def _dped() -> DPED:
     torch.manual_seed(0)
-    return DPED(channels=8, disc_width=0.125, loss_weights={"content": 0.0}, log_images=0)
+    return DPED(generator=DPEDGenerator(channels=8), discriminator=DPEDDiscriminator(width=0.125),
+                loss_weights={"content": 0.0}, log_images=0)
 
 
 @pytest.mark.parametrize("action", ["stop", "skip"])

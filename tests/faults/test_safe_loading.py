@@ -98,12 +98,12 @@ def test_hostile_checkpoint_is_refused_by_checkpoint_state(evil, legacy, tmp_pat
 
 def test_hostile_checkpoint_is_refused_by_every_module(evil):
     from lightning_modules.deepfuse import DeepFuse
-    from lightning_modules.dped import DPED
+    from lightning_modules.dped import DPED, DPEDDiscriminator, DPEDGenerator
     from lightning_modules.refusion import ReFusion
     from lightning_modules.zero_dce import ZeroDCE
 
     path, marker = evil
-    for build in (lambda: DPED(pretrained=str(path), channels=8, disc_width=0.125, vgg_pretrained=False),
+    for build in (lambda: DPED(pretrained=str(path), generator=DPEDGenerator(channels=8), discriminator=DPEDDiscriminator(width=0.125)),
                   lambda: ZeroDCE(pretrained=str(path)), lambda: DeepFuse(pretrained=str(path)),
                   lambda: ReFusion(pretrained=str(path))):
         with pytest.raises(CheckpointError, match=_refused(path)):
@@ -112,14 +112,14 @@ def test_hostile_checkpoint_is_refused_by_every_module(evil):
 
 
 def test_dped_reader_loads_generator_and_discriminator(tmp_path):
-    from lightning_modules.dped import DPED
+    from lightning_modules.dped import DPED, DPEDDiscriminator, DPEDGenerator
 
     torch.manual_seed(0)
-    src = DPED(channels=8, disc_width=0.125, vgg_pretrained=False)
+    src = DPED(generator=DPEDGenerator(channels=8), discriminator=DPEDDiscriminator(width=0.125))
     path = tmp_path / "dped.ckpt"
     torch.save({"state_dict": src.state_dict(), "hyper_parameters": dict(src.hparams), "global_step": 3}, path)
     torch.manual_seed(1)
-    dst = DPED(pretrained=str(path), channels=8, disc_width=0.125, vgg_pretrained=False)
+    dst = DPED(pretrained=str(path), generator=DPEDGenerator(channels=8), discriminator=DPEDDiscriminator(width=0.125))
     for k, v in src.state_dict().items():
         assert torch.equal(v, dst.state_dict()[k]), k
 
