@@ -7,25 +7,23 @@ All are re-exported here, where earlier code imports them from.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from imaging.colour import minmax_normalize, rgb_to_ycbcr, ycbcr_to_rgb
-from lightning_modules.checkpoints import checkpoint_state
+from lightning_modules.base import DarkroomModule, Stage
 from lightning_modules.fusion_baselines import PixelMax, PixelMean
-from lightning_modules.image_grid import finish_samples, log_grid, save_samples, side_by_side
-from lightning_modules.inference import FastInference
-from lightning_modules.per_image import PerImageRows, per_image_scores
+from lightning_modules.image_grid import save_samples, side_by_side
+from lightning_modules.per_image import per_image_scores
 from lightning_modules.refusion_meta import InnerStep, inner_update, meta_loss, normalised_gradient_update_
 from losses._amp import autocast_off
 from losses.refusion import refusion_fusion_loss, refusion_reconstruction_loss
 from metrics.fusion import DEFAULT_METRICS, FusionMetrics
+from networks.layers import build_network
 from networks.refusion import (
     OFFICIAL_REFUSION_SOURCE,
     OFFICIAL_REFUSION_TASKS,
@@ -77,7 +75,7 @@ def fuse_chroma_official(c1: Tensor, c2: Tensor, tau: float = 0.5) -> Tensor:
     return (a * wa + b * wb) / (wa + wb + 1e-4) / 255.0
 
 
-class ReFusion(FastInference, LightningModule):
+class ReFusion(DarkroomModule):
     """ReFusion (Bai et al., IJCV 2024): image fusion learned from source reconstruction with a meta-learned loss.
 
     Networks: F = :class:`FusionNet` (the official released module; ``from_official`` loads its weights),
@@ -103,8 +101,10 @@ class ReFusion(FastInference, LightningModule):
     DDP: the DDP reducer is switched off (``require_backward_grad_sync = False``) and the gradients that are applied
     (F and R in the fusion phase, P after the outer backward) are averaged over ranks explicitly, because the
     phases use disjoint parameter sets; the inner gradients stay per rank, as in the official code. Mixed precision:
-    the meta step runs in fp32 with autocast off (:func:`inner_update`, :func:`meta_loss`); its backward is not
-    loss-scaled.
+    the meta step runs in fp32 with autocast off (:func:`inner_update`, :func:`meta_loss`); its backward goes through
+    ``manual_backward``, so under 16-mixed it is loss-scaled like every other backward: the ``"adam"`` P update
+    unscales through the precision plugin (:meth:`~lightning_modules.base.DarkroomModule.step_uncounted`), and the
+    normalised update divides by max|grad|, which cancels the scale.
 
     Inference (``forward``): sources N×K×C×H×W in [0, 1] (K = 2 in the official order per task, C ∈ {1, 3}) →
     fused N×C×H×W. Colour sources are fused on Y (OpenCV/kornia full-range YCbCr, Y rounded to 8-bit codes as
@@ -117,13 +117,13 @@ class ReFusion(FastInference, LightningModule):
     Keys are lower-case metric names (``val/qabf``).
 
     Args:
+        fusion: F, :class:`~networks.refusion.FusionNet` (``None`` = the released architecture).
+        loss_proposal: P, :class:`~networks.refusion.LossProposalNet` (``None`` = the official recipe's: gradient
+            input, no order equivariance).
+        reconstruction: R, :class:`~networks.refusion.ReconstructionNet` (``None`` = the default one).
         task: ``"ivif"``, ``"mfif"``, ``"meif"`` or ``"mif"`` (tags, and which official checkpoint fits).
         meta: learnable loss via meta-learning (True) or the fixed equal-weight loss (False, ablation baseline).
         meta_steps: meta iterations per (official) epoch; training copy 600, TDFusion 200; paper: not found.
-        first_meta_steps: meta iterations in the first official epoch (``None``: ``meta_steps``). Our option for
-            short runs: P then learns its focus weights before F's first fusion pass, as it does in the official
-            recipe, whose first meta phase has hundreds of P updates. Like ``meta_steps``, capped by the batches
-            in one epoch (2 per meta iteration).
         meta_accumulation: outer steps per P update (training copy: 2; TDFusion: 1).
         p_update: ``"normalised"`` (official) or ``"adam"``.
         p_lr: step size of P's update (``None`` = ``lr``, official: P's normalised step uses F's current learning
@@ -133,16 +133,6 @@ class ReFusion(FastInference, LightningModule):
         alpha_grad: coefficient of the gradient term; alpha_ramp_epochs: its linear ramp (50; ``None`` = off).
         squared_weights: P's weights enter the loss squared (code) or linearly (paper figure).
         swap_sources: double each batch with swapped sources (official).
-        gradient_input: what P's gradient branch sees, see :class:`LossProposalNet`.
-        order_equivariant: P's weights swap exactly with the sources (our option; official: False), see
-            :class:`LossProposalNet`.
-        zero_init_output: start F's last conv (``project_out_1``) at zero, so F starts at a constant 0.5 and the
-            sign of its output path is learnt from the loss (our option; official: PyTorch's default init). With the
-            default init some seeds start F anti-correlated with its sources (correlation −0.85 with the pixel mean
-            at seed 3408), and such an F needs many more steps: on the demo data, trained with oracle gradient
-            weights (v = 1 on the sharp source) and w = ½, Qabf after 200 steps was 0.57 (default init) vs 0.71
-            (zero init) at seed 3408, 0.73 vs 0.72 at seed 0. Ignored by weights loaded afterwards
-            (``pretrained``, checkpoints).
         normalize_output: min–max normalise the fused Y at inference (official ``test.py``).
         chroma_tau: τ of :func:`fuse_chroma_official` in 0–255 units (official 0.5; intended 128).
         pretrained: an official ``ReFusion_*.pth`` (into F) or a Darkroom ``.ckpt``.
@@ -150,24 +140,25 @@ class ReFusion(FastInference, LightningModule):
         log_images: whether to log the source 1 | source 2 | fused | mean grid of the first val/test batch.
         gradient_checkpointing: per-transformer-block gradient checkpointing of F, P and R in training
             (:func:`set_gradient_checkpointing`; same values and gradients): ``"meta"`` (default) in the meta phase
-            only, ``"all"`` also in the fusion phase, ``"off"``. Measured (benchmarks/refusion_speed.py, 2 CPU
-            threads, glibc allocator, machine shared with other jobs at load 6–8), 256² crops, batch 2 + swap: the
-            meta iteration peaks at 4.3 GiB RSS with checkpointing and exceeds a 15 GiB cap without (so the meta
-            phase needs it); the fusion step peaks at 3.5 GiB with vs 7.7 GiB without, and is ~35% slower with
-            (68.6 vs 51.2 s under that load), so the fusion phase runs without by default.
+            only, ``"all"`` also in the fusion phase, ``"off"``: the meta phase needs it to fit in memory, the fusion
+            phase is faster without (figures: ``experiments/refusion/NOTES.md``).
         meta_gradient: ``"jvp"`` (default) or ``"double_backward"``, see :func:`inner_update` (same values; the
             JVP route keeps no backward graph of F and lets checkpointing apply to the meta step).
     """
 
     paper = "refusion"
     monitor = ("val/qabf", "max")
+    networks = ("fusion", "loss_proposal", "reconstruction")
+    sync_gradients_manually = True  # the phases update disjoint parameter sets
 
     def __init__(
         self,
+        fusion: FusionNet | None = None,
+        loss_proposal: LossProposalNet | None = None,
+        reconstruction: ReconstructionNet | None = None,
         task: Literal["ivif", "mfif", "meif", "mif"] = "ivif",
         meta: bool = True,
         meta_steps: int = 600,
-        first_meta_steps: int | None = None,
         meta_accumulation: int = 2,
         p_update: Literal["normalised", "adam"] = "normalised",
         lr: float = 1e-4,
@@ -178,9 +169,6 @@ class ReFusion(FastInference, LightningModule):
         alpha_ramp_epochs: int | None = 50,
         squared_weights: bool = True,
         swap_sources: bool = True,
-        gradient_input: Literal["gradient", "intensity"] = "gradient",
-        order_equivariant: bool = False,
-        zero_init_output: bool = False,
         normalize_output: bool = True,
         chroma_tau: float = 0.5,
         pretrained: str | None = None,
@@ -192,9 +180,8 @@ class ReFusion(FastInference, LightningModule):
         super().__init__()
         if task not in ("ivif", "mfif", "meif", "mif"):
             raise ValueError(f"task must be 'ivif', 'mfif', 'meif' or 'mif', got {task!r}")
-        if meta_steps < 1 or meta_accumulation < 1 or (first_meta_steps is not None and first_meta_steps < 1):
-            raise ValueError(f"meta_steps, first_meta_steps and meta_accumulation must be ≥ 1, got {meta_steps}, "
-                             f"{first_meta_steps}, {meta_accumulation}")
+        if meta_steps < 1 or meta_accumulation < 1:
+            raise ValueError(f"meta_steps and meta_accumulation must be ≥ 1, got {meta_steps}, {meta_accumulation}")
         if p_update not in ("normalised", "adam"):
             raise ValueError(f"p_update must be 'normalised' or 'adam', got {p_update!r}")
         if p_lr is not None and p_lr <= 0:
@@ -203,13 +190,12 @@ class ReFusion(FastInference, LightningModule):
             raise ValueError(f"gradient_checkpointing must be 'off', 'meta' or 'all', got {gradient_checkpointing!r}")
         if meta_gradient not in ("jvp", "double_backward"):
             raise ValueError(f"meta_gradient must be 'jvp' or 'double_backward', got {meta_gradient!r}")
+        self.fusion = build_network(fusion, FusionNet)
+        self.loss_proposal = build_network(loss_proposal, LossProposalNet)
+        self.reconstruction = build_network(reconstruction, ReconstructionNet)
         self.save_hyperparameters()
+        self.record_networks(*self.networks)
         self.automatic_optimization = False
-        self.fusion = FusionNet()
-        if zero_init_output:
-            nn.init.zeros_(self.fusion.project_out_1.weight)
-        self.loss_proposal = LossProposalNet(gradient_input=gradient_input, order_equivariant=order_equivariant)
-        self.reconstruction = ReconstructionNet()
         self.pixel_mean, self.pixel_max = PixelMean(), PixelMax()
         names = tuple(metrics) if metrics else DEFAULT_METRICS
         self.val_metrics = FusionMetrics(names)
@@ -219,20 +205,13 @@ class ReFusion(FastInference, LightningModule):
         self.tags = [task, "meta" if meta else "fixed-loss", f"meta_steps={meta_steps}"]
         self._inner: InnerStep | None = None
         self._outer_count = 0
-        self.last_grid_path: Path | None = None
         self.variant = task
-        self.per_image = PerImageRows()
         if pretrained:
             self.load_pretrained(pretrained)
 
     # -- weights ---------------------------------------------------------------------------------
-    def load_pretrained(self, path: str | Path) -> None:
-        """Load an official ``ReFusion_*.pth`` into F, or F/P/R from a Darkroom ``.ckpt``."""
-        path = Path(path)
-        if path.suffix == ".ckpt":
-            nets = ("fusion.", "loss_proposal.", "reconstruction.")
-            self.load_state_dict(checkpoint_state(path, nets, strip=False), strict=False)
-            return
+    def load_official(self, path: Path) -> None:
+        """The released fusion module ``ReFusion_<TASK>.pth`` into F (P and R are not released)."""
         self.fusion.load_state_dict(load_official_refusion(path).state_dict())
 
     @classmethod
@@ -295,9 +274,8 @@ class ReFusion(FastInference, LightningModule):
         return float(hp.alpha_grad) * min(1.0, (self.official_epoch + 1) / hp.alpha_ramp_epochs)
 
     def meta_steps_now(self) -> int:
-        """Meta iterations of the current official epoch (``first_meta_steps`` in the first one)."""
-        hp = self.hparams
-        return hp.first_meta_steps if self.official_epoch == 0 and hp.first_meta_steps is not None else hp.meta_steps
+        """Meta iterations of the current official epoch."""
+        return self.hparams.meta_steps
 
     def _train_pair(self, batch: dict) -> tuple[Tensor, Tensor]:
         """(inputs of F and P, targets of R), both N'×2×1×h×w; swapped copies appended when ``swap_sources``."""
@@ -306,27 +284,8 @@ class ReFusion(FastInference, LightningModule):
             return y, y
         return torch.cat([y, y.flip(1)]), torch.cat([y, y])
 
-    def _sync_grads(self, params: Iterable[nn.Parameter]) -> None:
-        """Average ``.grad`` over DDP ranks (one flat all-reduce); no-op on one process."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return
-        grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
-            return
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= dist.get_world_size()
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
-
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        model = self.trainer.strategy.model
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            # gradients are averaged in _sync_grads; Lightning's DDPStrategy re-enables the reducer after every
-            # manual-optimisation step (post_training_step), so switch it off before each DDP forward
-            model.require_backward_grad_sync = False
+        super().on_train_batch_start(batch, batch_idx)
         if self.phase == "meta" and (not self.hparams.meta or batch_idx >= 2 * self.meta_steps_now()):
             return -1  # end of the meta phase: skip the rest of this epoch
         return None
@@ -362,17 +321,17 @@ class ReFusion(FastInference, LightningModule):
         if self._inner is None:  # an odd batch without its inner step (e.g. resumed mid-epoch)
             return torch.zeros((), device=x.device)
         loss = meta_loss(self.fusion, self.reconstruction, x, self._inner, reconstruction_targets=targets)
-        (loss / self.hparams.meta_accumulation).backward()  # fp32, not loss-scaled: fills P's .grad only
+        self.manual_backward(loss / self.hparams.meta_accumulation)  # fills P's .grad only
         self._inner = None
         self._outer_count += 1
         if self._outer_count % self.hparams.meta_accumulation == 0:
             params = list(self.loss_proposal.parameters())
-            self._sync_grads(params)
+            self.sync_gradients(params)
             if self.hparams.p_update == "normalised":
                 p_lr = lr if self.hparams.p_lr is None else self.hparams.p_lr * lr / self.hparams.lr
                 normalised_gradient_update_(params, p_lr)
             else:
-                opt_p.optimizer.step()  # the raw optimiser: meta steps do not advance global_step
+                self.step_uncounted(opt_p)  # meta steps do not advance global_step
             opt_p.zero_grad(set_to_none=True)
         self.log("train/meta_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=x.shape[0])
@@ -392,7 +351,7 @@ class ReFusion(FastInference, LightningModule):
         l_r = refusion_reconstruction_loss(self.reconstruction(fused.detach()), targets)
         opt_fr.zero_grad(set_to_none=True)
         self.manual_backward(l_f + l_r)  # disjoint parameters: F gets ∇L_f, R gets ∇L_r
-        self._sync_grads([*self.fusion.parameters(), *self.reconstruction.parameters()])
+        self.sync_gradients([*self.fusion.parameters(), *self.reconstruction.parameters()])
         opt_fr.step()
         n = x.shape[0]
         self.log_dict({"train/fusion_loss": l_f.detach(), "train/reconstruction_loss": l_r.detach(),
@@ -408,7 +367,7 @@ class ReFusion(FastInference, LightningModule):
                 sched_p.step()
 
     # -- evaluation ------------------------------------------------------------------------------
-    def _evaluate(self, batch: dict, batch_idx: int, stage: str) -> Tensor:
+    def evaluate(self, batch: dict, batch_idx: int, stage: Stage) -> None:
         sources = batch["sources"]
         y = self.luma(sources)
         fused_y = self.fuse_y(y)
@@ -427,12 +386,8 @@ class ReFusion(FastInference, LightningModule):
                                "mean_"), **per_image_scores(self.test_max_metrics, "max_")})
             save_samples(self, names, {"input": side_by_side(sources), "output": fused})
         if log_grid_now:
-            path = log_grid(self, f"{stage}/examples", [sources[:, 0], sources[:, 1], fused,
-                                                        self.pixel_mean(sources)],
-                            ["source 1", "source 2", "ReFusion", "pixel mean"], row_names=list(batch["name"]))
-            if path is not None:
-                self.last_grid_path = path
-        return fused_y
+            self.log_examples(stage, [sources[:, 0], sources[:, 1], fused, self.pixel_mean(sources)],
+                              ["source 1", "source 2", "ReFusion", "pixel mean"], list(batch["name"]))
 
     @staticmethod
     def _log_metrics(module: LightningModule, metric: FusionMetrics, prefix: str) -> None:
@@ -440,34 +395,25 @@ class ReFusion(FastInference, LightningModule):
         module.log_dict({f"{prefix}{k.lower()}": v.float() for k, v in values.items()}, sync_dist=False)
         metric.reset()
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
     def on_validation_epoch_end(self) -> None:
         if self.val_metrics.update_count:
             self._log_metrics(self, self.val_metrics, "val/")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
-
-    def on_test_epoch_start(self) -> None:
-        self.per_image.reset()
 
     def on_test_epoch_end(self) -> None:
         for metric, prefix in ((self.test_metrics, "test/"), (self.test_mean_metrics, "test/mean_"),
                                (self.test_max_metrics, "test/max_")):
             if metric.update_count:
                 self._log_metrics(self, metric, prefix)
-        finish_samples(self)
+        super().on_test_epoch_end()
 
-    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+    def predict_output(self, batch: dict) -> Tensor:
         """A pair that would not fit in memory is refused before it runs, naming the memory it needs
         (:func:`lightning_modules.memory.refusion_check`; channel attention needs the whole image)."""
         from lightning_modules.memory import refusion_check
 
         names = batch["name"]
         refusion_check(batch["sources"], [names] if isinstance(names, str) else list(names))
-        return {"output": self(batch["sources"]), "name": names}
+        return self(batch["sources"])
 
     def configure_optimizers(self) -> tuple[list, list]:
         hp = self.hparams

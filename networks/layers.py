@@ -46,7 +46,18 @@ class Network(nn.Module):
             if "init_args" not in self.__dict__:
                 bound = signature.bind(self, *args, **kw)
                 bound.apply_defaults()
-                self.__dict__["init_args"] = {k: v for k, v in list(bound.arguments.items())[1:]}
+                recorded: dict[str, Any] = {}
+                for name, value in list(bound.arguments.items())[1:]:
+                    kind = signature.parameters[name].kind
+                    if kind is inspect.Parameter.VAR_KEYWORD:
+                        recorded.update(value)  # a subclass's **kwargs: the parent's arguments by name
+                    elif kind is inspect.Parameter.VAR_POSITIONAL:
+                        if value:
+                            raise TypeError(f"{type(self).__qualname__}: pass its arguments by name, so that "
+                                            "they can be recorded")
+                    else:
+                        recorded[name] = value
+                self.__dict__["init_args"] = recorded
             init(self, *args, **kw)
 
         cls.__init__ = recording_init  # type: ignore[method-assign]

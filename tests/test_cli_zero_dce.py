@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from experiments.cli import cli_main
+from experiments.demos import config_args, demo_configs
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "zero_dce"
@@ -48,7 +49,7 @@ def test_sweeps_and_results_are_valid_yaml():
 
 @pytest.mark.parametrize("config", FULL_CONFIGS, ids=lambda p: p.name)
 def test_every_full_config_runs_a_step(config, sice_root, tmp_path):
-    cli = cli_main(["fit", "-c", str(config), *_data_args(sice_root), *_fast(tmp_path)])
+    cli = cli_main(["fit", *config_args(config), *_data_args(sice_root), *_fast(tmp_path)])
     assert cli.trainer.global_step == 1
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
@@ -86,8 +87,8 @@ def test_print_config_round_trips(tmp_path):
 
 
 def test_fit_resume_test_predict(sice_root, tmp_path):
-    config = str(CONFIGS / "demo.yaml")
-    args = ["-c", config, *_data_args(sice_root), "--run.name", "resume"]
+    config = demo_configs("zero_dce")
+    args = [*config, *_data_args(sice_root), "--run.name", "resume"]
     fit = cli_main(["fit", *args, *_fast(tmp_path, steps=2), "--trainer.max_epochs", "5"])
     run_dir = tmp_path / "runs" / "zero_dce" / "resume"
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -124,7 +125,7 @@ def test_fit_resume_test_predict(sice_root, tmp_path):
     Image.fromarray(rng.integers(0, 80, (37, 53, 3), dtype=np.uint8)).save(photos / "odd.PNG")
     Image.fromarray(rng.integers(0, 80, (20, 31, 3), dtype=np.uint8)).save(photos / "small.jpg")
     out = tmp_path / "enhanced"
-    cli_main(["predict", "-c", config, "--data.init_args.predict_root", str(photos), "--ckpt_path", str(last),
+    cli_main(["predict", *config, "--data.init_args.predict_root", str(photos), "--ckpt_path", str(last),
               "--run.output_dir", str(out), "--run.root", str(tmp_path / "runs"),
               "--trainer.enable_progress_bar", "false"])
     written = {p.name: Image.open(p).size for p in out.glob("*.png")}
@@ -134,7 +135,7 @@ def test_fit_resume_test_predict(sice_root, tmp_path):
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(sice_root, tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "experiments.cli", "fit", "-c", str(CONFIGS / "demo.yaml"), *_data_args(sice_root),
+    cmd = [sys.executable, "-m", "experiments.cli", "fit", *demo_configs("zero_dce"), *_data_args(sice_root),
            *_fast(tmp_path, steps=2), "--run.name", "ddp", "--trainer.accelerator", "cpu",
            "--trainer.devices", "2", "--trainer.strategy", "ddp"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)

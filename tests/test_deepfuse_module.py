@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from experiments.cli import cli_main
+from experiments.demos import config_args, demo_configs
 from experiments.lightning_cli import last_checkpoint
 from lightning_modules.deepfuse import DeepFuse, rgb_to_ycbcr
 
@@ -54,14 +55,14 @@ def test_sweeps_and_results_are_valid_yaml():
 
 @pytest.mark.parametrize("config", FULL_CONFIGS, ids=lambda p: p.name)
 def test_every_config_runs_a_step(config, stacks_root, tmp_path):
-    cli = cli_main(["fit", "-c", str(config), *_args(stacks_root, tmp_path)])
+    cli = cli_main(["fit", *config_args(config), *_args(stacks_root, tmp_path)])
     assert cli.trainer.global_step == 1
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
 @pytest.mark.parametrize("loss", ["l1", "mse"])
 def test_pixel_losses_run_a_step(loss, stacks_root, tmp_path):
-    cli = cli_main(["fit", "-c", str(CONFIGS / "demo.yaml"), *_args(stacks_root, tmp_path),
+    cli = cli_main(["fit", *demo_configs("deepfuse"), *_args(stacks_root, tmp_path),
                     "--model.init_args.loss", loss, "--model.init_args.pixel_target", "mertens"])
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     assert -1 <= float(cli.trainer.callback_metrics["train/mef_ssim"]) <= 1  # MEF-SSIM lies in [-1, 1]
@@ -116,7 +117,7 @@ def test_training_steps_improve_mef_ssim(stacks_root):
 
 
 def test_test_writes_results_with_baselines(stacks_root, tmp_path):
-    args = ["-c", str(CONFIGS / "demo.yaml"), *_args(stacks_root, tmp_path), "--run.name", "t"]
+    args = [*demo_configs("deepfuse"), *_args(stacks_root, tmp_path), "--run.name", "t"]
     fit = cli_main(["fit", *args])
     last = last_checkpoint(fit.trainer)
     test = cli_main(["test", *args, "--ckpt_path", last])
@@ -134,7 +135,7 @@ def test_test_writes_results_with_baselines(stacks_root, tmp_path):
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(stacks_root, tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "experiments.cli", "fit", "-c", str(CONFIGS / "demo.yaml"),
+    cmd = [sys.executable, "-m", "experiments.cli", "fit", *demo_configs("deepfuse"),
            *_args(stacks_root, tmp_path, steps=2), "--data.init_args.batch_size", "1", "--trainer.max_epochs", "3",
            "--run.name", "ddp",
            # one validation stack per process: the unpadded evaluation sampler needs at least one each

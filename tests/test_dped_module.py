@@ -20,6 +20,7 @@ from lightning.pytorch import Trainer
 from datamodules.dped import DPEDDataModule
 from datamodules.image_io import read_image, write_uint8
 from experiments.cli import cli_main
+from experiments.demos import config_args, demo_configs
 from lightning_modules.dped import DPED, DPEDDiscriminator, DPEDGenerator
 from losses.vgg import VGG19Features
 from metrics.dped import ms_ssim_dped, psnr_dped
@@ -89,7 +90,7 @@ def test_every_config_runs_a_step(config: Path, tiny_root: Path, tmp_path: Path)
         extra = ["--model.init_args.content_network", RANDOM_VGG]
     elif config.stem in PHONES:  # content off, in the form the loss-ablation sweep passes it
         extra = ['--model.init_args.loss_weights={"content": 0.0}']
-    cli = cli_main(["fit", "-c", str(config), *_data_args(tiny_root), *_fast(tmp_path), "--run.name", "step",
+    cli = cli_main(["fit", *config_args(config), *_data_args(tiny_root), *_fast(tmp_path), "--run.name", "step",
                     *extra])
     assert cli.trainer.global_step == 1  # one iteration = one G and one D update
     metrics = cli.trainer.callback_metrics
@@ -129,7 +130,7 @@ def test_content_on_without_vgg_names_where_to_put_it(tiny_root: Path, tmp_path:
 def test_pixel_content_stand_in_is_the_per_pixel_mse(tiny_root: Path, tmp_path: Path) -> None:
     """``content_network: torch.nn.Identity`` (the demo's stand-in without VGG-19 weights) needs no weight file and makes the
     content term the plain MSE on [0, 1]; an unknown backbone is refused."""
-    cli = cli_main(["-c", str(CONFIGS / "demo.yaml"), *_data_args(tiny_root), *_fast(tmp_path)], run=False)
+    cli = cli_main([*demo_configs("dped"), *_data_args(tiny_root), *_fast(tmp_path)], run=False)
     assert cli.model.hparams.content_network["class_path"] == "torch.nn.Identity"
     assert cli.model.weights["content"] > 0
     loss = cli.model.build_loss()
@@ -157,17 +158,17 @@ def test_manual_step_updates_generator_and_discriminator(tiny_root: Path) -> Non
 
 
 def test_test_writes_results_json(tiny_root: Path, tmp_path: Path) -> None:
-    config = str(CONFIGS / "demo.yaml")
-    cli_main(["fit", "-c", config, *_data_args(tiny_root), *_fast(tmp_path), "--run.name", "r"])
+    config = demo_configs("dped")
+    cli_main(["fit", *config, *_data_args(tiny_root), *_fast(tmp_path), "--run.name", "r"])
     last = tmp_path / "runs" / "dped" / "r" / "checkpoints" / "last.ckpt"
-    test = cli_main(["test", "-c", config, *_data_args(tiny_root), *_fast(tmp_path), "--ckpt_path", str(last)])
+    test = cli_main(["test", *config, *_data_args(tiny_root), *_fast(tmp_path), "--ckpt_path", str(last)])
     results = json.loads(Path(test.results_writer.path).read_text())
     assert {"psnr", "ms_ssim", "psnr_batch", "input_psnr", "input_ms_ssim"} <= set(results["metrics"])
     assert results["paper"] == "dped" and results["dataset_root"]["root"] == str(tiny_root)
     samples = Path(results["run_dir"]) / "samples"  # what `darkroom compare` lays out across runs
     assert all(list((samples / c).glob("*.png")) for c in ("input", "output", "target"))
     out = tmp_path / "enhanced"
-    cli_main(["predict", "-c", config, *_data_args(tiny_root), "--ckpt_path", str(last), "--run.output_dir",
+    cli_main(["predict", *config, *_data_args(tiny_root), "--ckpt_path", str(last), "--run.output_dir",
               str(out), "--run.root", str(tmp_path / "runs"), "--run.wandb", "false",
               "--trainer.enable_progress_bar", "false"])
     assert read_image(out / "photo.png").shape == (37, 53, 3)  # full-size image at native resolution
@@ -233,7 +234,7 @@ def test_from_official_on_an_odd_sized_image(shared) -> None:
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tiny_root: Path, tmp_path: Path) -> None:
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "experiments.cli", "fit", "-c", str(CONFIGS / "demo.yaml"), *_data_args(tiny_root),
+    cmd = [sys.executable, "-m", "experiments.cli", "fit", *demo_configs("dped"), *_data_args(tiny_root),
            *_fast(tmp_path, steps=2), "--run.name", "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
            "--trainer.strategy", "ddp"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)

@@ -20,7 +20,9 @@ from datamodules.fusion_pairs import FusionPairDataModule
 from datamodules.image_io import load_tensor
 from datamodules.synthetic.fusion_pairs import write_exposure_pairs, write_ir_visible, write_multi_focus
 from experiments.cli import cli_main
-from lightning_modules.refusion import ReFusion, is_grey
+from experiments.demos import config_args
+from experiments.demos.refusion_parts import ZeroInitFusionNet
+from lightning_modules.refusion import LossProposalNet, ReFusion, is_grey
 from metrics.fusion import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,9 +46,10 @@ def fusion_data(tmp_path_factory) -> dict[str, tuple[Path, str]]:
 
 
 def _args(config: Path, data: dict, tmp: Path, name: str = "run") -> list[str]:
-    task = yaml.safe_load(config.read_text())["model"]["init_args"]["task"]
+    configs = config_args(config)
+    task = yaml.safe_load(Path(configs[1]).read_text())["model"]["init_args"]["task"]  # the recipe's task
     root, layout = data[task]
-    return ["-c", str(config), "--data.init_args.root", str(root), "--data.init_args.layout", layout,
+    return [*configs, "--data.init_args.root", str(root), "--data.init_args.layout", layout,
             "--data.init_args.val_root", str(root / "test"), "--data.init_args.crop_size", "32",
             "--data.init_args.batch_size", "1", "--data.init_args.num_workers", "0", "--model.init_args.meta_steps", "1",
             "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
@@ -103,11 +106,11 @@ def test_meta_step_updates_loss_proposal_only_in_meta_mode(meta, fusion_data):
 
 
 def test_zero_init_output_starts_at_half_and_learns(fusion_data):
-    """``zero_init_output``: F is a constant 0.5 at init, yet the meta and fusion steps reach all of F and P."""
+    """The demo's zero-initialised F (:class:`ZeroInitFusionNet`): F is a constant 0.5 at init, yet the meta and fusion steps reach all of F and P."""
     torch.manual_seed(0)
     root, _ = fusion_data["mfif"]
-    model = ReFusion(task="mfif", meta_steps=1, meta_accumulation=1, lr=1e-3, log_images=False,
-                     zero_init_output=True, order_equivariant=True)
+    model = ReFusion(fusion=ZeroInitFusionNet(), loss_proposal=LossProposalNet(order_equivariant=True), task="mfif",
+                     meta_steps=1, meta_accumulation=1, lr=1e-3, log_images=False)
     x = torch.rand(1, 2, 1, 16, 16)
     with torch.no_grad():
         assert torch.equal(model.fuse_y(x, normalize=False), torch.full((1, 1, 16, 16), 0.5))

@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 
 from experiments import compare, sweep, table
+from experiments.demos import demo_configs
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted(REPO.glob("experiments/*/sweeps/*.yaml"))
@@ -90,7 +91,7 @@ def test_a_users_metrics_module_in_the_working_folder_does_not_shadow_the_suite(
 def test_crashed_run_does_not_stop_sweep_and_rerun_skips_finished(sice_root, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     cfg = {"method": "grid", "parameters": {"model.init_args.net.init_args.n_layers": {"values": [4, 3]}},  # 4 is invalid
-           "command": ["${env}", "darkroom", "fit", "-c", "experiments/zero_dce/demo.yaml", "${args}"]}
+           "command": ["${env}", "darkroom", "fit", *demo_configs("zero_dce"), "${args}"]}
     extra = ["--data.init_args.train_root", str(sice_root / "Dataset_Part1"),
              "--data.init_args.test_root", str(sice_root / "Dataset_Part2"),
              "--data.init_args.image_size", "32", "--data.init_args.batch_size", "2",
@@ -214,7 +215,7 @@ def test_compare_renders_in_headless_chromium(tmp_path):
 def test_wandb_offline_run_holds_logged_metrics(sice_root, tmp_path):
     from experiments.cli import cli_main
 
-    cli_main(["fit", "-c", str(REPO / "experiments" / "zero_dce" / "demo.yaml"),
+    cli_main(["fit", *demo_configs("zero_dce"),
               "--data.init_args.train_root", str(sice_root / "Dataset_Part1"),
               "--data.init_args.image_size", "32", "--data.init_args.batch_size", "2",
               "--data.init_args.num_workers", "0", "--trainer.max_steps", "3", "--trainer.log_every_n_steps", "1",

@@ -6,9 +6,29 @@ A paper joins the demo by adding its module here and its name to :data:`PARTS`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 #: Demo parts in the order they run (module names under ``experiments.demos``).
 PARTS: tuple[str, ...] = ("zero_dce", "deepfuse", "dped", "refusion", "sweep")
+
+#: The recipe each paper's ``experiments/<paper>/demo.yaml`` is an overlay on.
+DEMO_RECIPES: dict[str, str] = {"zero_dce": "paper.yaml", "deepfuse": "paper.yaml", "dped": "iphone.yaml",
+                                "refusion": "mfif.yaml"}
+_EXPERIMENTS = Path(__file__).resolve().parents[1]
+
+
+def demo_configs(paper: str) -> list[str]:
+    """``["-c", <recipe>, "-c", <demo overlay>]``: the arguments that give ``paper``'s demo configuration."""
+    folder = _EXPERIMENTS / paper
+    return ["-c", str(folder / DEMO_RECIPES[paper]), "-c", str(folder / "demo.yaml")]
+
+
+def config_args(config: str | Path) -> list[str]:
+    """``-c`` arguments for a config file of ``experiments/<paper>/``: a demo overlay comes with its recipe."""
+    config = Path(config)
+    if config.name == "demo.yaml":
+        return demo_configs(config.parent.name)
+    return ["-c", str(config)]
 
 
 @dataclass

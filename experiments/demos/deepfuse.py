@@ -11,8 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from experiments.demos import DemoResult, markdown_table
-from experiments.env import REPO_ROOT
+from experiments.demos import DemoResult, demo_configs, markdown_table
 
 
 def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
@@ -26,8 +25,7 @@ def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
     data = write_exposure_stacks(out / "data" / "exposure_stacks", n_train=6 if quick else 24,
                                  n_test=2 if quick else 4, size=(96, 72) if quick else (128, 96), seed=0)
     print(f"[demo] synthetic exposure stacks written to {data} ({time.time() - t0:.1f} s)")
-    config = str(REPO_ROOT / "experiments" / "deepfuse" / "demo.yaml")
-    common = ["-c", config,
+    common = [*demo_configs("deepfuse"),
               "--data.init_args.train_root", str(data / "train"),
               "--data.init_args.test_root", str(data / "test"),
               "--run.root", str(out / "runs"), "--run.group", "deepfuse"]

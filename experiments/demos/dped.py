@@ -7,8 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from experiments.demos import DemoResult, markdown_table
-from experiments.env import REPO_ROOT
+from experiments.demos import DemoResult, demo_configs, markdown_table
 
 
 def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
@@ -28,8 +27,7 @@ def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
                           test_fraction=0.2, workers=2, seed=0, overwrite=True, progress=False)
     print(f"[demo] synthetic phone/DSLR pairs aligned into {report.out_dir}: {report.n_train_patches} training and "
           f"{report.n_test_patches} test patches ({time.time() - t0:.1f} s)")
-    config = str(REPO_ROOT / "experiments" / "dped" / "demo.yaml")
-    common = ["-c", config, "--data.init_args.root", str(out / "data" / "dped"),
+    common = [*demo_configs("dped"), "--data.init_args.root", str(out / "data" / "dped"),
               "--run.root", str(out / "runs"), "--run.group", "dped"]
     t0 = time.time()
     fit_args = ["fit", *common, "--run.name", f"demo-{time.strftime('%Y%m%d-%H%M%S')}"]

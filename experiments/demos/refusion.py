@@ -16,8 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from experiments.demos import DemoResult, markdown_table
-from experiments.env import REPO_ROOT
+from experiments.demos import DemoResult, demo_configs, markdown_table
 
 #: Synthetic data of the demo (see ``experiments/refusion/demo.yaml`` for why these sizes).
 N_TRAIN, N_TEST, SIZE, BLUR_SIGMA = 48, 8, (96, 96), 4.0
@@ -55,8 +54,7 @@ def train_and_test(out: Path, quick: bool = False, epochs: int | None = None, n_
                              n_test=2 if quick else N_TEST, size=(64, 64) if quick else SIZE, seed=seed,
                              blur_sigma=blur_sigma)
     print(f"[demo] synthetic multi-focus pairs written to {data} ({time.time() - t0:.1f} s)")
-    config = str(REPO_ROOT / "experiments" / "refusion" / "demo.yaml")
-    common = ["-c", config, "--data.init_args.train_root", str(data / "train"),
+    common = [*demo_configs("refusion"), "--data.init_args.train_root", str(data / "train"),
               "--data.init_args.val_root", str(data / "test"), "--data.init_args.test_root", str(data / "test"),
               "--run.root", str(out / "runs"), "--run.group", "refusion", "--seed_everything", str(3407 + seed)]
     if quick:

@@ -6,8 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from experiments.demos import DemoResult, markdown_table
-from experiments.env import REPO_ROOT
+from experiments.demos import DemoResult, demo_configs, markdown_table
 
 
 def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
@@ -20,8 +19,7 @@ def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
     t0 = time.time()
     data = write_sice(out / "data" / "sice", n_train=12 if quick else 40, n_test=4 if quick else 8, seed=0)
     print(f"[demo] synthetic SICE written to {data} ({time.time() - t0:.1f} s)")
-    config = str(REPO_ROOT / "experiments" / "zero_dce" / "demo.yaml")
-    common = ["-c", config,
+    common = [*demo_configs("zero_dce"),
               "--data.init_args.train_root", str(data / "Dataset_Part1"),
               "--data.init_args.val_root", str(data / "Dataset_Part2"),
               "--data.init_args.test_root", str(data / "Dataset_Part2"),

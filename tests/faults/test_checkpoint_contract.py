@@ -17,15 +17,16 @@ import torch
 from datamodules.atomic_files import remove_stale_temp_files
 from experiments.checkpointing import AtomicCheckpointIO, parse_interval
 from experiments.cli import cli_main
+from experiments.demos import demo_configs
 from experiments.lightning_cli import CheckpointMismatchError
 from lightning_modules.checkpoints import CheckpointError
 
 REPO = Path(__file__).resolve().parents[2]
-ZERO_DCE = str(REPO / "experiments" / "zero_dce" / "demo.yaml")
+ZERO_DCE = demo_configs("zero_dce")
 
 
 def _args(root: Path, tmp: Path, name: str, steps: int = 2) -> list[str]:
-    return ["-c", ZERO_DCE, "--data.init_args.train_root", str(root / "Dataset_Part1"),
+    return [*ZERO_DCE, "--data.init_args.train_root", str(root / "Dataset_Part1"),
             "--data.init_args.test_root", str(root / "Dataset_Part2"), "--data.init_args.image_size", "32",
             "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
             "--data.init_args.eval_size", "null", "--data.init_args.val_root", "null",
@@ -53,7 +54,7 @@ def test_last_ckpt_is_written_without_validation_and_carries_the_model_class(tra
 def test_checkpoint_of_another_model_class_is_refused(trained, tmp_path):
     _, last = trained
     with pytest.raises(CheckpointMismatchError, match=r"ZeroDCE.*DeepFuse"):
-        cli_main(["test", "-c", str(REPO / "experiments" / "deepfuse" / "demo.yaml"), "--ckpt_path", str(last),
+        cli_main(["test", *demo_configs("deepfuse"), "--ckpt_path", str(last),
                   "--run.root", str(tmp_path / "runs"), "--run.wandb", "false"])
 
 
@@ -77,7 +78,7 @@ def test_truncated_checkpoint_names_the_file(trained, tmp_path):
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="broken.ckpt"):
-        cli_main(["test", "-c", ZERO_DCE, "--ckpt_path", str(broken), "--run.root", str(tmp_path / "runs"),
+        cli_main(["test", *ZERO_DCE, "--ckpt_path", str(broken), "--run.root", str(tmp_path / "runs"),
                   "--run.wandb", "false"])
 
 

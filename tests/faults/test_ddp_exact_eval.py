@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from experiments.cli import cli_main
+from experiments.demos import demo_configs
 
 REPO = Path(__file__).resolve().parents[2]
 TOL = 1e-5
@@ -70,7 +71,7 @@ def test_zero_dce_nine_pairs_two_processes_equal_one(tmp_path: Path) -> None:
             p.add_(0.05 * torch.randn_like(p))  # move the curves away from identity so the outputs differ
     weights = tmp_path / "weights.ckpt"
     torch.save({"state_dict": model.state_dict()}, weights)
-    args = ["-c", str(REPO / "experiments" / "zero_dce" / "demo.yaml"),
+    args = [*demo_configs("zero_dce"),
             "--model.init_args.pretrained", str(weights),
             "--data.init_args.test_root", str(root / "Dataset_Part2"),
             "--data.init_args.eval_size", "[40, 32]", "--data.init_args.batch_size", "2",
@@ -104,7 +105,7 @@ def test_deepfuse_five_stacks_two_processes_equal_one(tmp_path: Path) -> None:
             opt.step()
     weights = tmp_path / "weights.ckpt"
     torch.save({"state_dict": model.state_dict()}, weights)
-    args = ["-c", str(REPO / "experiments" / "deepfuse" / "demo.yaml"),
+    args = [*demo_configs("deepfuse"),
             "--model.init_args.pretrained", str(weights),
             "--data.init_args.test_root", str(root / "test"), "--data.init_args.num_workers", "0"]
     one, two = _test_one_and_two_processes(args, tmp_path / "runs")

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from experiments.cli import cli_main
+from experiments.demos import demo_configs
 from lightning_modules.checkpoints import CheckpointError, checkpoint_state, load_checkpoint_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,7 +185,7 @@ def test_real_checkpoint_loads_and_truncated_one_names_the_file(sice_root, tmp_p
     ``--ckpt_path``."""
     from lightning_modules.zero_dce import ZeroDCE
 
-    cli_main(["fit", "-c", str(ZERO_DCE / "demo.yaml"), *_data_args(sice_root, tmp_path), "--run.name", "real"])
+    cli_main(["fit", *demo_configs("zero_dce"), *_data_args(sice_root, tmp_path), "--run.name", "real"])
     last = tmp_path / "runs" / "zero_dce" / "real" / "checkpoints" / "last.ckpt"
     ckpt = load_checkpoint_file(last)
     assert ckpt["global_step"] == 1 and ckpt["hyper_parameters"]["variant"] == "zero_dce"
@@ -198,4 +199,4 @@ def test_real_checkpoint_loads_and_truncated_one_names_the_file(sice_root, tmp_p
     with pytest.raises(CheckpointError, match=_corrupt(cut)):
         ZeroDCE(pretrained=str(cut))
     with pytest.raises(CheckpointError, match=_corrupt(cut)):
-        cli_main(["test", "-c", str(ZERO_DCE / "demo.yaml"), *_data_args(sice_root, tmp_path), "--ckpt_path", str(cut)])
+        cli_main(["test", *demo_configs("zero_dce"), *_data_args(sice_root, tmp_path), "--ckpt_path", str(cut)])
