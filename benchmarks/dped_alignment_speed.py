@@ -1,4 +1,4 @@
-"""Speed of the DPED alignment pipeline (datamodules/alignment.py) on synthetic phone/DSLR pairs.
+"""Speed of the DPED alignment pipeline (imaging/alignment.py, imaging/patches.py, experiments/prepare_dped.py) on synthetic phone/DSLR pairs.
 
 Measures, on a pair with a 3000×2000 DSLR image (phone at 0.75× = 2250×1500):
 
@@ -31,9 +31,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import harness  # noqa: E402
-from datamodules.alignment import align_pair, extract_patch_pairs, prepare_dped, warp_to_common  # noqa: E402
 from datamodules.synthetic.dped_pairs import render_pair, write_phone_dslr_pairs  # noqa: E402
 from datamodules.synthetic.photos import load_photo  # noqa: E402
+from experiments.prepare_dped import prepare_dped  # noqa: E402
+from imaging.alignment import align_pair, warp_to_common  # noqa: E402
+from imaging.patches import extract_patch_pairs  # noqa: E402
 
 BASELINE = "align_pair"
 

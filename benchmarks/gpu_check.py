@@ -782,8 +782,8 @@ def synthetic_batches(run: Run, paper: str, k: int) -> tuple[list[dict], dict[st
                                      exposures="extreme_pair", crops_per_stack=4 if run.dry else 25)
         source = "datamodules.synthetic.exposure_stacks → ExposureStackDataModule (extreme pairs)"
     elif paper == "dped":
-        from datamodules.alignment import prepare_dped
         from datamodules.synthetic.dped_pairs import write_phone_dslr_pairs
+        from experiments.prepare_dped import prepare_dped
 
         root = w / "dped"
         if not root.exists():
@@ -793,7 +793,7 @@ def synthetic_batches(run: Run, paper: str, k: int) -> tuple[list[dict], dict[st
                          seed=0)
         dm = DPEDDataModule(root=str(root), phone="iphone", batch_size=bs, num_workers=workers, val_max_patches=0,
                             patch_size=side)
-        source = "datamodules.synthetic.dped_pairs + datamodules.alignment.prepare_dped → DPEDDataModule"
+        source = "datamodules.synthetic.dped_pairs + experiments.prepare_dped.prepare_dped → DPEDDataModule"
     else:
         from datamodules.synthetic.fusion_pairs import write_multi_focus
 

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
 
         print(write_sice(args.out / "sice", seed=args.seed))
     else:
-        from datamodules.alignment import prepare_dped
+        from experiments.prepare_dped import prepare_dped
 
         report = prepare_dped(args.phone, args.dslr, args.out, phone=args.phone_name,
                               workers=args.workers, seed=args.seed, overwrite=args.overwrite)

@@ -1,4 +1,4 @@
-"""DPED alignment pipeline (datamodules/alignment.py) on synthetic phone/DSLR pairs with known homographies."""
+"""DPED alignment pipeline (imaging/alignment.py, imaging/patches.py, experiments/prepare_dped.py) on synthetic phone/DSLR pairs with known homographies."""
 
 from __future__ import annotations
 
@@ -9,19 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datamodules.alignment import (
-    Alignment,
-    align_pair,
-    check_homography,
-    extract_patch_pairs,
-    largest_valid_rectangle,
-    pair_files,
-    prepare_dped,
-    warp_to_common,
-)
 from datamodules.image_io import DatasetLayoutError, read_image
 from datamodules.synthetic.dped_pairs import read_homographies, write_phone_dslr_pairs
 from datamodules.synthetic.photos import load_photo
+from experiments.prepare_dped import pair_files, prepare_dped
+from imaging.alignment import Alignment, align_pair, check_homography, largest_valid_rectangle, warp_to_common
+from imaging.patches import extract_patch_pairs
 
 SIZE = (480, 360)
 
@@ -242,3 +235,18 @@ def test_prepare_dped_pairing_errors(tmp_path: Path) -> None:
     write_uint8(tmp_path / "dslr" / "c.png", img)
     with pytest.raises(DatasetLayoutError, match=r"(?s)2 file\(s\) without a partner.*b\.jpg.*c\.png"):
         pair_files(tmp_path / "phone", tmp_path / "dslr")
+
+
+def test_datamodules_alignment_reexports_the_moved_names() -> None:
+    """``datamodules.alignment`` (the public API before the split) still gives the same objects."""
+    import datamodules.alignment as shim
+    import experiments.prepare_dped
+    import imaging.alignment
+    import imaging.patches
+
+    homes = {**{n: imaging.alignment for n in imaging.alignment.__all__},
+             **{n: imaging.patches for n in imaging.patches.__all__},
+             **{n: experiments.prepare_dped for n in experiments.prepare_dped.__all__}}
+    assert set(shim.__all__) <= set(homes)
+    for name, home in homes.items():
+        assert getattr(shim, name) is getattr(home, name), name

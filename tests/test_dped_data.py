@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.alignment import prepare_dped
 from datamodules.dped import DPEDDataModule, DPEDPatchDataset, augment_pair
 from datamodules.image_io import DatasetLayoutError, write_uint8
 from datamodules.synthetic.dped_pairs import write_phone_dslr_pairs
+from experiments.prepare_dped import prepare_dped
 
 
 @pytest.fixture(scope="module")

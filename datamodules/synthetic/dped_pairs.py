@@ -5,7 +5,7 @@ Canon 70D on a tripod (``shared/papers/dped.md`` §5). The phone photo differs f
 geometrically (different position, field of view and resolution) and photometrically (softer optics,
 more noise, another colour rendition, JPEG compression). :func:`write_phone_dslr_pairs` renders such
 pairs from the photographs that scikit-image ships, so that the real SIFT + RANSAC alignment
-(:mod:`datamodules.alignment`) runs on them and can be checked against the TRUE homography.
+(:mod:`imaging.alignment`) runs on them and can be checked against the TRUE homography.
 
 Rendering model (all our choices; nothing here is taken from the DPED paper):
 

@@ -1,5 +1,5 @@
 """DPED part of ``darkroom demo``: synthetic phone/DSLR photos → SIFT + RANSAC alignment into the real DPED patch
-layout (:func:`datamodules.alignment.prepare_dped`) → short GAN training → test against the DSLR patches."""
+layout (:func:`experiments.prepare_dped.prepare_dped`) → short GAN training → test against the DSLR patches."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
     ``ok``: DPED's per-patch PSNR on the test patches beats the unenhanced phone patches (not checked in
     ``quick`` mode, which only runs the pipeline).
     """
-    from datamodules.alignment import prepare_dped
     from datamodules.synthetic.dped_pairs import write_phone_dslr_pairs
     from experiments.cli import cli_main
     from experiments.lightning_cli import last_checkpoint
+    from experiments.prepare_dped import prepare_dped
 
     t0 = time.time()
     raw = write_phone_dslr_pairs(out / "data" / "dped_raw", n_pairs=6 if quick else 16, size=(640, 480), seed=0)
