@@ -12,7 +12,7 @@ Layout (official ``load_dataset.py`` / ``test_model.py`` of aiff22/DPED @ ebb013
 
 ``i = 0 … N−1`` must be contiguous and identical in the phone and Canon folders: the official loader reads
 ``str(i) + '.jpg'`` for ``i < N`` (N = number of files), so a gap or an unmatched file breaks it.
-:func:`datamodules.alignment.prepare_dped` (``darkroom prepare dped``) writes exactly this layout from raw
+:func:`experiments.prepare_dped.prepare_dped` (``darkroom prepare dped``) writes exactly this layout from raw
 phone/DSLR photo pairs.
 
 Splits:
