@@ -153,14 +153,12 @@ def prepare(argv: list[str]) -> int:
     return 0
 
 
-
 def _data_root(arg: Path | None) -> Path:
     if arg is not None:
         return arg
     if (PAYLOAD / "MANIFEST.json").is_file():
         return PAYLOAD
     return Path(os.environ.get("DARKROOM_SHARED_DATA", ROOT.parent / "shared" / "data"))
-
 
 
 def payload_record(run: Run) -> dict[str, Any]:

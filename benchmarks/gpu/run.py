@@ -144,7 +144,6 @@ class Run:
         return None
 
 
-
 def _versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
