@@ -95,13 +95,19 @@ from experiments.sweep_local import (  # noqa: F401  (re-exported)
     _wait,
     run_local,
 )
-from experiments.sweep_locks import _describe_owner, _mutex, _RunLock, _stale_reason, fcntl  # noqa: F401
-from experiments.sweep_processes import (  # noqa: F401  (re-exported)
+from experiments.sweep_locks import (  # noqa: F401  (re-exported)
     _FOREIGN_LOCK_STALE_S,
-    _GUARD,
     _HEARTBEAT_S,
-    _KILL_GRACE_S,
     _UNREADABLE_LOCK_STALE_S,
+    _describe_owner,
+    _mutex,
+    _RunLock,
+    _stale_reason,
+    fcntl,
+)
+from experiments.sweep_processes import (  # noqa: F401  (re-exported)
+    _GUARD,
+    _KILL_GRACE_S,
     _killpg,
     _machine,
     _process_start,

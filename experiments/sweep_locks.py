@@ -12,18 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from datamodules.atomic_files import atomic_write_text, pid_alive, proc_stat
-from experiments.sweep_processes import (
-    _FOREIGN_LOCK_STALE_S,
-    _HEARTBEAT_S,
-    _UNREADABLE_LOCK_STALE_S,
-    _machine,
-    _process_start,
-)
+from experiments.sweep_processes import _machine, _process_start
 
 try:
     import fcntl
 except ImportError:  # not POSIX: locks without the flock mutex
     fcntl = None
+
+_HEARTBEAT_S = 30.0  # the runner touches its lock this often while a run trains
+_FOREIGN_LOCK_STALE_S = 300.0  # a lock of another host / pid namespace without heartbeat for this long is stale
+_UNREADABLE_LOCK_STALE_S = 5.0  # an empty or torn lock file older than this is stale (its writer died)
 
 
 @contextlib.contextmanager

@@ -16,10 +16,7 @@ from typing import IO, Any
 
 from datamodules.atomic_files import proc_stat
 
-_HEARTBEAT_S = 30.0  # the runner touches its lock this often while a run trains
-_FOREIGN_LOCK_STALE_S = 300.0  # a lock of another host / pid namespace without heartbeat for this long is stale
 _KILL_GRACE_S = 10.0  # SIGTERM → SIGKILL delay when a run is stopped
-_UNREADABLE_LOCK_STALE_S = 5.0  # an empty or torn lock file older than this is stale (its writer died)
 
 
 def _process_start(pid: int) -> int | None:
