@@ -103,8 +103,9 @@ from typing import Any
 
 # This file is the command line (`prepare`, or a run); the parts live in benchmarks/gpu/ (payload, run: state and
 # report, parity, inference, fit, zero_dce_recipe, and recipes / batches for the fits) and are re-exported here.
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a file: the repository's packages
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_REPO = str(Path(__file__).resolve().parents[1])
+if _REPO not in sys.path:  # run as a file: the repository's packages
+    sys.path.insert(0, _REPO)
 
 from benchmarks.gpu.batches import _rebatch, cached_loader, synthetic_batches  # noqa: E402, F401  (re-exported)
 from benchmarks.gpu.common import (  # noqa: E402, F401  (re-exported)
