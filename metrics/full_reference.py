@@ -32,7 +32,7 @@ from kornia.color import rgb_to_grayscale
 from torchmetrics import Metric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from losses._amp import autocast_off
+from imaging.precision import autocast_off
 
 #: metric-variant name → description (the column of a variant is ``<metric>_<variant>``).
 VARIANTS: dict[str, str] = {
