@@ -1,7 +1,7 @@
 """MEF-SSIM (Ma, Zeng & Wang, TIP 2015) as a torchmetrics ``Metric``: per-image scores, averaged.
 
-The score itself is :func:`losses.mef_ssim.mef_ssim` (one implementation shared with DeepFuse's
-loss). ``multiscale=True`` gives ``mef_ms_ssim`` (oQ), the number the MEFB benchmark reports;
+The score itself is :func:`metrics.functional.mef_ssim.mef_ssim` (one implementation; DeepFuse's loss,
+:class:`losses.mef_ssim.MEFSSIMLoss`, derives from it). ``multiscale=True`` gives ``mef_ms_ssim`` (oQ), the number the MEFB benchmark reports;
 ``False`` gives single-scale ``mef_ssim`` (Q). Inputs are grey / Y images: convert RGB first
 (MEFB: MATLAB ``rgb2gray``; DeepFuse: Y of ``rgb2ycbcr``); the conversion changes the numbers.
 """
@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from losses.mef_ssim import mef_ssim
+from metrics.functional.mef_ssim import mef_ssim
 
 __all__ = ["MEFSSIM"]
 

@@ -1,7 +1,8 @@
-"""MEF-SSIM (Ma, Zeng & Wang, TIP 2015): quality of a multi-exposure fused image, and DeepFuse's loss.
+"""MEF-SSIM (Ma, Zeng & Wang, TIP 2015): quality of a multi-exposure fused image, as functions.
 
-One implementation serves the metric (``metrics.mef_ssim.MEFSSIM``) and the DeepFuse training loss
-(:class:`MEFSSIMLoss`). It reproduces Kede Ma's reference MATLAB ``mef_ssim.m`` / ``mef_ms_ssim.m``
+One implementation serves the metric (:class:`metrics.mef_ssim.MEFSSIM`) and DeepFuse's training loss
+(:class:`losses.mef_ssim.MEFSSIMLoss`, which derives from these functions, as kornia's losses derive from its
+metrics). It reproduces Kede Ma's reference MATLAB ``mef_ssim.m`` / ``mef_ms_ssim.m``
 (copies in repo xingchenzhang/MEFB ``metrics/``) in value, vectorised over patches and exposures.
 
 Reference definition (grey stack x_1..x_K and fused y on the 0–255 scale; every *valid* 11×11
@@ -49,17 +50,15 @@ original ``.m``) and a per-patch NumPy transcription of ``mef_ssim.m`` (``tests/
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from imaging.filters import filter_valid, gaussian_1d
-from losses._amp import autocast_off
+from imaging.precision import autocast_off
 
 __all__ = [
-    "MEFSSIMLoss",
     "MEF_SSIM_C",
     "MS_WEIGHTS",
     "mef_ssim",
@@ -84,8 +83,6 @@ MS_WEIGHTS: tuple[float, ...] = tuple(w / (0.0448 + 0.2856 + 0.3001) for w in (0
 _R_CAP: float = 2.0 / math.pi * math.atan(P_CAP)
 #: Box variances below this many ``eps(dtype)`` of E[x'²] are rounding noise, treated as 0.
 _FLAT_TOL_EPS: float = 64.0
-
-Reduction = Literal["mean", "sum", "none"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,7 +225,15 @@ def mef_ssim_per_scale(
             the inputs are rescaled to 0–255, the scale the constants assume.
 
     Returns:
-        Tensor N×levels (float32, or float64 if an input is float64).
+        Tensor N×levels (float32, or float64 if an input is float64), each Q_l in [−1, 1].
+
+    Raises:
+        ValueError: ``levels`` < 1, ``data_range`` ≤ 0, or the inputs of :func:`mef_ssim`'s ``Raises``.
+
+    Example:
+        >>> stack = torch.rand(2, 3, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+        >>> mef_ssim_per_scale(stack.mean(1), stack, levels=3).shape
+        torch.Size([2, 3])
     """
     if not isinstance(levels, int) or levels < 1:
         raise ValueError(f"levels: expected an int ≥ 1, got {levels!r}")
@@ -279,47 +284,3 @@ def mef_ssim(fused: Tensor, sources: Tensor, multiscale: bool = False, data_rang
         weights = torch.tensor(MS_WEIGHTS, dtype=per_scale.dtype, device=per_scale.device)
         return per_scale.pow(weights).prod(dim=1)
     return mef_ssim_per_scale(fused, sources, levels=1, data_range=data_range)[:, 0]
-
-
-class MEFSSIMLoss(nn.Module):
-    r"""DeepFuse's unsupervised loss: ``loss_weight · reduce(1 − MEF-SSIM(fused, sources))``.
-
-    Official remnants of DeepFuse's training code (``main.py``, commented out) min–max scale the
-    prediction to [0, 255] and use an unreleased ``mef_ssim_loss_wo_wmap``; its exact form is not
-    found, so ``1 − Q`` (single scale by default) is our choice, labelled as such.
-
-    Args:
-        multiscale: use the 3-scale oQ instead of the single-scale Q.
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch.
-        loss_weight: multiplier of the loss.
-        data_range: value of white in the inputs (see :func:`mef_ssim`).
-
-    Shape:
-        fused N×1×H×W, sources N×K×1×H×W → scalar, or N for ``reduction="none"``.
-    """
-
-    def __init__(
-        self,
-        multiscale: bool = False,
-        reduction: Reduction = "mean",
-        loss_weight: float = 1.0,
-        data_range: float = 1.0,
-    ) -> None:
-        super().__init__()
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
-        self.multiscale = multiscale
-        self.reduction = reduction
-        self.loss_weight = loss_weight
-        self.data_range = data_range
-
-    def forward(self, fused: Tensor, sources: Tensor) -> Tensor:
-        loss = 1.0 - mef_ssim(fused, sources, multiscale=self.multiscale, data_range=self.data_range)
-        if self.reduction == "mean":
-            loss = loss.mean()
-        elif self.reduction == "sum":
-            loss = loss.sum()
-        return self.loss_weight * loss
-
-    def extra_repr(self) -> str:
-        return f"multiscale={self.multiscale}, reduction={self.reduction!r}, loss_weight={self.loss_weight}"
