@@ -342,8 +342,8 @@ def _grey_fusion(h: int, k: int = 2) -> Callable[[torch.device], tuple[Tensor, T
 _NIQE_META = pytest.mark.xfail(
     strict=True,
     raises=(RuntimeError, NotImplementedError),
-    reason="NIQE reads host values by design: metrics/no_reference.py:308 `[float(v) for v in g]` (Tensor.item on "
-    "the window taps), metrics/no_reference.py:242 `counts.cpu().numpy()` (NumPy pairwise-summation plan)",
+    reason="NIQE reads host values by design: metrics/niqe.py:286 `[float(v) for v in g]` (Tensor.item on "
+    "the window taps), metrics/niqe.py:220 `counts.cpu().numpy()` (NumPy pairwise-summation plan)",
 )
 _FUSION_META = pytest.mark.xfail(
     strict=True,
