@@ -64,7 +64,14 @@ def fp32(*, keep_float64: bool = False) -> Callable[[Callable[_P, _T]], Callable
 
 
 def check_reduction(reduction: str) -> None:
-    """Raise ``ValueError`` unless ``reduction`` is one of :data:`REDUCTIONS`."""
+    """Raise ``ValueError`` unless ``reduction`` is one of :data:`REDUCTIONS`.
+
+    Example:
+        >>> check_reduction("avg")
+        Traceback (most recent call last):
+        ...
+        ValueError: reduction: expected 'mean', 'sum' or 'none', got 'avg'
+    """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
 

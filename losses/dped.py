@@ -64,17 +64,28 @@ def _check_logits(who: str, logits: Tensor) -> None:
     check_tensor(logits, f"{who}(logits)", "N×2", ndim=2, sizes={1: 2}, what="discriminator logits")
 
 
+def _official_cdf_weights(kernlen: int, nsig: float) -> Tensor:
+    """``utils.gauss_kernel``'s 1-D weights k1 (float64): differences of the standard normal CDF at ``kernlen + 1``
+    edges from ``−nsig − interval/2`` to ``nsig + interval/2``, ``interval = (2·nsig + 1)/kernlen``."""
+    interval = (2 * nsig + 1.0) / kernlen
+    edges = torch.linspace(-nsig - interval / 2.0, nsig + interval / 2.0, kernlen + 1, dtype=torch.float64)
+    cdf = 0.5 * (1.0 + torch.erf(edges / math.sqrt(2.0)))
+    return cdf[1:] - cdf[:-1]
+
+
 def gauss_kernel_official_1d(kernlen: int = 21, nsig: float = 3.0) -> Tensor:
     """The 1-D factor ``g`` of :func:`gauss_kernel_official`: ``gauss_kernel_official() == outer(g, g)`` (float32).
 
     ``sqrt(outer(k1, k1)) = outer(sqrt(k1), sqrt(k1))`` and its sum is ``(Σ sqrt(k1))²``, so the official 2-D
     kernel is exactly separable with ``g = sqrt(k1) / Σ sqrt(k1)`` (k1 = the 1-D CDF differences). Two 1-D passes
     (2·kernlen multiplies per pixel instead of kernlen²) give the same blur.
+
+    Example:
+        >>> g = gauss_kernel_official_1d()
+        >>> g.shape, round(float(g.sum()), 6), bool(torch.allclose(torch.outer(g, g), gauss_kernel_official()))
+        (torch.Size([21]), 1.0, True)
     """
-    interval = (2 * nsig + 1.0) / kernlen
-    edges = torch.linspace(-nsig - interval / 2.0, nsig + interval / 2.0, kernlen + 1, dtype=torch.float64)
-    cdf = 0.5 * (1.0 + torch.erf(edges / math.sqrt(2.0)))
-    g = torch.sqrt(cdf[1:] - cdf[:-1])
+    g = torch.sqrt(_official_cdf_weights(kernlen, nsig))
     return (g / g.sum()).float()
 
 
@@ -86,11 +97,13 @@ def gauss_kernel_official(kernlen: int = 21, nsig: float = 3.0) -> Tensor:
     **sqrt** of their outer product, normalised to sum 1. The sqrt makes it a Gaussian of effective σ ≈ 4.34 px
     (not 3): kornia/torchvision ``gaussian_blur(21, σ=3)`` is a different kernel. It is separable
     (:func:`gauss_kernel_official_1d`); the losses blur with the 1-D factor.
+
+    Example:
+        >>> k = gauss_kernel_official()
+        >>> k.shape, round(float(k.sum()), 6), bool(k[10, 10] == k.max())
+        (torch.Size([21, 21]), 1.0, True)
     """
-    interval = (2 * nsig + 1.0) / kernlen
-    edges = torch.linspace(-nsig - interval / 2.0, nsig + interval / 2.0, kernlen + 1, dtype=torch.float64)
-    cdf = 0.5 * (1.0 + torch.erf(edges / math.sqrt(2.0)))
-    k1 = cdf[1:] - cdf[:-1]
+    k1 = _official_cdf_weights(kernlen, nsig)
     k2 = torch.sqrt(torch.outer(k1, k1))
     return (k2 / k2.sum()).float()
 

@@ -91,6 +91,12 @@ def spatial_direction_kernel(device: torch.device | str | None = None) -> Tensor
 
     Convolved with a map ``v`` (padding 1) they give ``v_i − v_j`` for the neighbour ``j`` to the
     left, right, above and below of each cell ``i`` (official ``L_spa.weight_left`` … ``weight_down``).
+
+    Example:
+        >>> spatial_direction_kernel()[0, 0]  # left
+        tensor([[ 0.,  0.,  0.],
+                [-1.,  1.,  0.],
+                [ 0.,  0.,  0.]])
     """
     k = torch.zeros(4, 1, 3, 3, device=device)
     k[:, 0, 1, 1] = 1.0

@@ -146,6 +146,12 @@ class FusionMetric(Metric):
     ``update(fused, sources)``: fused N×1×H×W, sources N×K×1×H×W (grey, float in [0, 1]; sizes may change between
     batches); :attr:`last_scores` then holds the batch's N values (float64, detached). ``compute()``: the mean of
     the per-image values seen so far, a 0-d float64 tensor (NaN before any update).
+
+    Example:
+        >>> m = AverageGradient("AG_matlab")  # a subclass: its ``names`` are the variants it computes
+        >>> m.update(torch.full((2, 1, 8, 8), 0.5), torch.full((2, 2, 1, 8, 8), 0.5))
+        >>> m.last_scores, m.compute()
+        (tensor([0., 0.], dtype=torch.float64), tensor(0., dtype=torch.float64))
     """
 
     is_differentiable = False
@@ -256,7 +262,15 @@ class Qabf(FusionMetric):
 class StructuralSimilarity(FusionMetric):
     """SSIM(F, S_k) summed over the sources: :func:`structural_similarity`. ``"SSIM"``: scikit-image, data range 2
     (what the papers printed); ``"SSIM_dr255"``: range 255; ``"SSIM_uint8_avg"``: rounded, range 255, mean;
-    ``"SSIM_tm_avg"``: torchmetrics, mean; ``"SSIM_vifb_sum"``: VIFB's Gaussian 'valid' SSIM, sum."""
+    ``"SSIM_tm_avg"``: torchmetrics, mean; ``"SSIM_vifb_sum"``: VIFB's Gaussian 'valid' SSIM, sum.
+
+    Example:
+        >>> a = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> m = StructuralSimilarity()
+        >>> m.update(a, torch.stack([a, a], 1))
+        >>> m.compute()  # summed over the two sources
+        tensor(2., dtype=torch.float64)
+    """
 
     names = ("SSIM", "SSIM_dr255", "SSIM_uint8_avg", "SSIM_tm_avg", "SSIM_vifb_sum")
 
@@ -269,13 +283,27 @@ class CorrelationCoefficient(FusionMetric):
 
 class PeakSignalNoiseRatio(FusionMetric):
     """PSNR (dB) with the fused image's peak: :func:`peak_signal_noise_ratio`; ``"PSNR_255"``: peak 255,
-    ``"PSNR_tang"``: Tang's MATLAB value. Not torchmetrics' PSNR (whose peak is the data range)."""
+    ``"PSNR_tang"``: Tang's MATLAB value. Not torchmetrics' PSNR (whose peak is the data range).
+
+    Example:
+        >>> m = PeakSignalNoiseRatio("PSNR_255")
+        >>> m.update(torch.ones(1, 1, 4, 4), torch.full((1, 2, 1, 4, 4), 0.8))  # MSE 51²
+        >>> round(float(m.compute()), 3)
+        13.979
+    """
 
     names = ("PSNR", "PSNR_255", "PSNR_tang")
 
 
 class MeanSquaredError(FusionMetric):
-    """MSE = mean_k mean((S_k − F)²) on the 0–255 scale: :func:`mean_squared_error`. Lower is better."""
+    """MSE = mean_k mean((S_k − F)²) on the 0–255 scale: :func:`mean_squared_error`. Lower is better.
+
+    Example:
+        >>> m = MeanSquaredError()
+        >>> m.update(torch.ones(1, 1, 4, 4), torch.full((1, 2, 1, 4, 4), 0.8))
+        >>> m.compute()
+        tensor(2601., dtype=torch.float64)
+    """
 
     names = ("MSE",)
     higher_is_better = False

@@ -26,7 +26,15 @@ class MEFSSIM(Metric):
         **kwargs: passed to :class:`torchmetrics.Metric`.
 
     ``update(fused, sources)``: fused N×1×H×W, sources N×K×1×H×W (K ≥ 2). ``compute()`` returns
-    the mean of the per-image scores seen so far (float32 scalar; NaN before any update).
+    the mean of the per-image scores seen so far (float32 scalar; NaN before any update);
+    :attr:`last_scores` holds the last batch's N scores.
+
+    Example:
+        >>> m = MEFSSIM()
+        >>> stack = torch.rand(2, 2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> m.update(stack[:, 0], stack)
+        >>> m.last_scores.shape, bool(-1 <= m.compute() <= 1)
+        (torch.Size([2]), True)
     """
 
     is_differentiable = True

@@ -111,6 +111,11 @@ def loe(enhanced: Tensor, original: Tensor) -> Tensor:
 
     Raises:
         ValueError: wrong shapes, or min(H, W) < 50 (no subsampling step).
+
+    Example:
+        >>> x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        >>> loe(x, x), bool(loe(1 - x, x) > 0)  # inverting the image flips the lightness order
+        (tensor([0.], dtype=torch.float64), True)
     """
     _check_rgb(enhanced, "loe(enhanced)")
     _check_rgb(original, "loe(original)")
@@ -141,6 +146,10 @@ def mean_brightness(x: Tensor) -> Tensor:
 
     Returns:
         Tensor[B], float64, in [0, 1].
+
+    Example:
+        >>> mean_brightness(torch.stack([torch.zeros(3, 2, 2), torch.ones(3, 2, 2)]))
+        tensor([0., 1.], dtype=torch.float64)
     """
     _check_rgb(x, "mean_brightness")
     return x.detach().double().mean((1, 2, 3))
@@ -165,6 +174,12 @@ def colour_cast(x: Tensor, eps: float = 1e-6) -> Tensor:
         shared low-light test photos K ranges 0.2–1.7 (M from 0.4 to 17 a*b* units). For (nearly)
         achromatic images D and M are both ≈ 0 (kornia's sRGB→Lab gives |a*|, |b*| < 0.005 for greys)
         and K is ill-conditioned; read it together with M there.
+
+    Example:
+        >>> x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> red = x * torch.tensor([1.0, 0.3, 0.3]).view(1, 3, 1, 1)  # a red cast
+        >>> bool((colour_cast(red) > colour_cast(x)).all())
+        True
     """
     _check_rgb(x, "colour_cast")
     lab = rgb_to_lab(x.detach().double().clamp(0, 1))
@@ -178,7 +193,15 @@ def colour_cast(x: Tensor, eps: float = 1e-6) -> Tensor:
 
 
 class LOE(PerImageMean):
-    """Per-image lightness order error (:func:`loe`, Wang et al.'s code), averaged over images. Lower is better."""
+    """Per-image lightness order error (:func:`loe`, Wang et al.'s code), averaged over images. Lower is better.
+
+    Example:
+        >>> m = LOE()
+        >>> x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        >>> m.update(x, x)
+        >>> m.compute()
+        tensor(0.)
+    """
 
     higher_is_better = False
 
@@ -191,7 +214,14 @@ class LOE(PerImageMean):
 
 
 class MeanBrightness(PerImageMean):
-    """Per-image mean RGB value (:func:`mean_brightness`), averaged over images."""
+    """Per-image mean RGB value (:func:`mean_brightness`), averaged over images.
+
+    Example:
+        >>> m = MeanBrightness()
+        >>> m.update(torch.full((2, 3, 4, 4), 0.25))
+        >>> m.last_scores, m.compute()
+        (tensor([0.2500, 0.2500], dtype=torch.float64), tensor(0.2500))
+    """
 
     higher_is_better = None
 
@@ -204,7 +234,14 @@ class MeanBrightness(PerImageMean):
 
 
 class ColourCast(PerImageMean):
-    """Per-image CIELab colour-cast factor K (:func:`colour_cast`), averaged over images. Lower is better."""
+    """Per-image CIELab colour-cast factor K (:func:`colour_cast`), averaged over images. Lower is better.
+
+    Example:
+        >>> m = ColourCast()
+        >>> m.update(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+        >>> m.last_scores.shape, bool(m.compute() >= 0)
+        (torch.Size([2]), True)
+    """
 
     higher_is_better = False
 

@@ -83,6 +83,10 @@ def entropy(image: Tensor) -> Tensor:
 
     Returns:
         0-d tensor (or (N,)) in [0, 8]; 0 for a constant image.
+
+    Example:
+        >>> entropy(torch.cat([torch.zeros(4, 4), torch.ones(4, 4)]))  # two equally frequent levels: 1 bit
+        tensor(1., dtype=torch.float64)
     """
     f, b = _prepare_single(image, quantize=True)
     return _out(_entropy(f), b)
@@ -92,6 +96,10 @@ def standard_deviation(image: Tensor, quantize: bool = True) -> Tensor:
     """SD: population standard deviation sqrt(mean((F − μ)²)) on the 0–255 scale.
 
     SOURCE: CDDFuse ``Evaluator.SD`` (``np.std``). Shapes as :func:`entropy`; range [0, 127.5].
+
+    Example:
+        >>> standard_deviation(torch.cat([torch.zeros(4, 4), torch.ones(4, 4)]))
+        tensor(127.5000, dtype=torch.float64)
     """
     f, b = _prepare_single(image, quantize)
     return _out(_sd(f), b)
@@ -104,6 +112,10 @@ def spatial_frequency(image: Tensor, quantize: bool = True, normalisation: str =
     squared horizontal differences, CF² = mean over (H−1)×W of the squared vertical ones.
     ``"vifb"`` (SOURCE: VIFB/MEFB ``metricsSpatial_frequency``): both sums divided by H·W.
     Shapes as :func:`entropy`; ≥ 0, 0 for a constant image.
+
+    Example:
+        >>> spatial_frequency(torch.full((2, 1, 8, 8), 0.5))  # a batch of two flat images
+        tensor([0., 0.], dtype=torch.float64)
     """
     f, b = _prepare_single(image, quantize)
     if normalisation not in ("cddfuse", "vifb"):
@@ -118,6 +130,10 @@ def average_gradient(image: Tensor, quantize: bool = True, normalisation: str = 
     ``normalisation="cddfuse"`` (SOURCE: CDDFuse ``Evaluator.AG``): mean over H×W pixels;
     ``"matlab"`` (SOURCE: Tang's MATLAB / VIFB): the sum divided by (H−1)(W−1).
     Shapes as :func:`entropy`; ≥ 0, 0 for a constant image.
+
+    Example:
+        >>> average_gradient(torch.full((8, 8), 0.5), normalisation="matlab")
+        tensor(0., dtype=torch.float64)
     """
     f, b = _prepare_single(image, quantize)
     if normalisation not in ("cddfuse", "matlab"):
@@ -132,6 +148,11 @@ def mutual_information(fused: Tensor, sources: Tensor | Sequence[Tensor], bits: 
     scikit-learn ``mutual_info_score`` (SOURCE: CDDFuse ``Evaluator.MI``); ``bits=True`` divides by
     ln 2 (Qu et al. / Tang MATLAB without its uint8+1 saturation). Images are rounded to levels.
     MI(F, F) = EN(F)·ln 2. Shapes: see the module docstring. Returns ≥ 0.
+
+    Example:
+        >>> f = torch.cat([torch.zeros(4, 4), torch.ones(4, 4)])  # EN = 1 bit
+        >>> round(float(mutual_information(f, [f, f])), 4)  # 2·EN·ln 2
+        1.3863
     """
     f, s, b = _prepare(fused, sources, quantize=True)
     return _out(_mi_bits(f, s) if bits else _mi(f, s), b)
@@ -143,19 +164,35 @@ def sum_of_correlation_differences(
     """SCD = corr(A, F − B) + corr(B, F − A), Pearson over all pixels; exactly two sources.
 
     SOURCE: Aslantas & Bendes 2015; CDDFuse ``Evaluator.SCD``. Range [−2, 2].
+
+    Example:
+        >>> a, b = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(0))
+        >>> -2 <= float(sum_of_correlation_differences((a + b) / 2, [a, b])) <= 2
+        True
     """
     f, s, b = _prepare(fused, sources, quantize)
     return _out(_scd(f, s), b)
 
 
 def correlation_coefficient(fused: Tensor, sources: Tensor | Sequence[Tensor], quantize: bool = True) -> Tensor:
-    """CC = mean_k corr(S_k, F), Pearson over all pixels (SOURCE: CDDFuse ``Evaluator.CC``). Range [−1, 1]."""
+    """CC = mean_k corr(S_k, F), Pearson over all pixels (SOURCE: CDDFuse ``Evaluator.CC``). Range [−1, 1].
+
+    Example:
+        >>> a = torch.rand(16, 16, generator=torch.Generator().manual_seed(0))
+        >>> round(float(correlation_coefficient(a, [a, a])), 6)
+        1.0
+    """
     f, s, b = _prepare(fused, sources, quantize)
     return _out(_cc(f, s), b)
 
 
 def mean_squared_error(fused: Tensor, sources: Tensor | Sequence[Tensor], quantize: bool = True) -> Tensor:
-    """MSE = mean_k mean((S_k − F)²) on the 0–255 scale (SOURCE: CDDFuse ``Evaluator.MSE``)."""
+    """MSE = mean_k mean((S_k − F)²) on the 0–255 scale (SOURCE: CDDFuse ``Evaluator.MSE``).
+
+    Example:
+        >>> mean_squared_error(torch.full((4, 4), 0.2), [torch.full((4, 4), 0.2), torch.full((4, 4), 0.0)])
+        tensor(1300.5000, dtype=torch.float64)
+    """
     f, s, b = _prepare(fused, sources, quantize)
     return _out(_mse(f, s), b)
 
@@ -167,6 +204,11 @@ def peak_signal_noise_ratio(
 
     ``peak="fused"``: P = max(F) (SOURCE: CDDFuse ``Evaluator.PSNR``); ``"255"``: P = 255;
     ``"tang"``: Tang's MATLAB ``PSNR_evaluation`` = the peak-255 value + 20·log10(255) (≈ +48.13 dB).
+
+    Example:
+        >>> f, s = torch.ones(4, 4), torch.full((2, 4, 4), 0.8)  # 255 vs 204: MSE 51², PSNR 10·log10(25)
+        >>> round(float(peak_signal_noise_ratio(f, s)), 3), round(float(peak_signal_noise_ratio(f, s, peak="tang")), 3)
+        (13.979, 62.11)
     """
     f, s, b = _prepare(fused, sources, quantize)
     fns = {"fused": _psnr, "255": _psnr_255, "tang": _psnr_tang}
@@ -186,6 +228,11 @@ def visual_information_fidelity(
     definition (``VIF_tm_sum`` calls it; equal within 1e-12) but filters with full 2-D float64
     convolutions, ~10× slower on a CPU than the separable filtering used here. ``reduction="sum"`` (CDDFuse) or ``"mean"`` (TDFusion / sewar).
     Needs H, W ≥ 41.
+
+    Example:
+        >>> a = torch.rand(48, 48, generator=torch.Generator().manual_seed(0))
+        >>> round(float(visual_information_fidelity(a, [a, a])), 4)  # VIFp(A, A) = 1 per source
+        2.0
     """
     f, s, b = _prepare(fused, sources, quantize, _VIF_MIN_SIZE)
     if reduction not in ("sum", "mean"):
@@ -202,6 +249,11 @@ def qabf(fused: Tensor, sources: Tensor | Sequence[Tensor], quantize: bool = Tru
     Q_SF = Tg/(1 + e^{kg(G − Dg)}) · Ta/(1 + e^{ka(A − Da)}), Tg 0.9994, kg −15, Dg 0.5, Ta 0.9879,
     ka −22, Da 0.8; Qabf = Σ_k Σ Q_{S_k F}·g_{S_k} / Σ_k Σ g_{S_k} (NaN if every source is flat).
     SOURCE: CDDFuse ``Evaluator.Qabf``. Range [0, 1).
+
+    Example:
+        >>> a, b = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(0))
+        >>> 0 <= float(qabf(a, [a, b])) < 1
+        True
     """
     f, s, b = _prepare(fused, sources, quantize, 3)
     return _out(_qabf(f, s), b)
@@ -224,6 +276,11 @@ def structural_similarity(
     255 is the corrected call. ``window="vifb"``: Gaussian 11×11 σ 1.5 (MATLAB ``fspecial``), 'valid',
     L = 255 (SOURCE: VIFB ``metricsSsim``). ``window="torchmetrics"``: torchmetrics SSIM
     (Gaussian 11, σ 1.5, reflect padding), L = 255. ``data_range`` only applies to "skimage".
+
+    Example:
+        >>> a = torch.rand(16, 16, generator=torch.Generator().manual_seed(0))
+        >>> structural_similarity(a, [a, a]), structural_similarity(a, [a, a], reduction="mean")
+        (tensor(2., dtype=torch.float64), tensor(1., dtype=torch.float64))
     """
     f, s, b = _prepare(fused, sources, quantize, _SSIM_GAUSS_WIN if window != "skimage" else _SSIM_WIN)
     if reduction not in ("sum", "mean"):
