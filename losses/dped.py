@@ -382,11 +382,7 @@ class DPEDGeneratorLoss(nn.Module):
         vgg_weights: str | None = None,
     ) -> None:
         super().__init__()
-        unknown = set(weights or {}) - set(self.TERMS)
-        if unknown:
-            raise ValueError(f"unknown DPED loss term(s) {sorted(unknown)}; expected {self.TERMS}")
-        overrides = {k: v for k, v in (weights or {}).items() if v is not None}
-        self.weights: dict[str, float] = {**self.preset_weights(preset), **overrides}
+        self.weights: dict[str, float] = self.resolve_weights(weights, preset)
         self.preset = preset
         if self.weights["content"] != 0 and vgg is None:
             vgg = VGG19Features("relu5_4", weights=vgg_weights)
@@ -401,6 +397,23 @@ class DPEDGeneratorLoss(nn.Module):
     def kernel(self) -> Tensor:
         """The colour term's separable blur factor (21 taps; a buffer of :attr:`terms` ``["color"]``)."""
         return self.terms["color"].kernel
+
+    @classmethod
+    def resolve_weights(
+        cls, weights: Mapping[str, float | None] | None = None, preset: str = "official"
+    ) -> dict[str, float]:
+        """The weights a ``DPEDGeneratorLoss(weights, preset)`` uses, without building it (nor its VGG): the preset's,
+        overridden by the entries of ``weights`` that are not ``None``.
+
+        Example:
+            >>> DPEDGeneratorLoss.resolve_weights({"content": 0.0, "tv": None})
+            {'content': 0.0, 'color': 0.5, 'texture': 1.0, 'tv': 2000.0}
+        """
+        unknown = set(weights or {}) - set(cls.TERMS)
+        if unknown:
+            raise ValueError(f"unknown DPED loss term(s) {sorted(unknown)}; expected {cls.TERMS}")
+        overrides = {k: v for k, v in (weights or {}).items() if v is not None}
+        return {**cls.preset_weights(preset), **overrides}
 
     @staticmethod
     def preset_weights(preset: str = "official") -> dict[str, float]:

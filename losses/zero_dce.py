@@ -427,17 +427,7 @@ class ZeroDCELoss(nn.Module):
         variant: str = "zero_dce",
     ) -> None:
         super().__init__()
-        merged = self.official_weights(variant)
-        for key, value in (weights or {}).items():
-            if key not in TERMS:
-                raise ValueError(f"ZeroDCELoss(weights): unknown term {key!r}; expected keys from {TERMS}")
-            if value is None:
-                continue
-            if float(value) < 0:
-                raise ValueError(f"ZeroDCELoss(weights): weight of {key!r} must be ≥ 0, got {value}")
-            merged[key] = float(value)
-        if all(v == 0 for v in merged.values()):
-            raise ValueError("ZeroDCELoss(weights): all weights are 0; at least one term must be on")
+        merged = self.resolve_weights(weights, variant)
         if forms is None or isinstance(forms, str):
             forms_d = dict.fromkeys(TERMS, forms or "official")
         else:
@@ -459,6 +449,30 @@ class ZeroDCELoss(nn.Module):
             "col": ColorConstancyLoss(form=forms_d["col"]),
             "tv": IlluminationSmoothnessLoss(form=forms_d["tv"]),
         })
+
+    @classmethod
+    def resolve_weights(
+        cls, weights: Mapping[str, float | None] | None = None, variant: str = "zero_dce"
+    ) -> dict[str, float]:
+        """The weights a ``ZeroDCELoss(weights, variant=variant)`` uses: the variant's official ones, overridden by
+        the entries of ``weights`` that are not ``None`` (validated: known terms, ≥ 0, not all 0).
+
+        Example:
+            >>> ZeroDCELoss.resolve_weights({"tv": None, "exp": 1}, variant="zero_dce_pp")
+            {'spa': 1.0, 'exp': 1.0, 'col': 5.0, 'tv': 1600.0}
+        """
+        merged = cls.official_weights(variant)
+        for key, value in (weights or {}).items():
+            if key not in TERMS:
+                raise ValueError(f"ZeroDCELoss(weights): unknown term {key!r}; expected keys from {TERMS}")
+            if value is None:
+                continue
+            if float(value) < 0:
+                raise ValueError(f"ZeroDCELoss(weights): weight of {key!r} must be ≥ 0, got {value}")
+            merged[key] = float(value)
+        if all(v == 0 for v in merged.values()):
+            raise ValueError("ZeroDCELoss(weights): all weights are 0; at least one term must be on")
+        return merged
 
     @staticmethod
     def official_weights(variant: str = "zero_dce") -> dict[str, float]:
