@@ -8,8 +8,8 @@ float32. Variants, run interleaved in this one process (old, new, old, new, …)
   single-channel images (an M×1×H×W batch), copied below as :func:`filter_valid_per_map`;
 * ``new``: the current ``filter_valid`` (one depthwise conv with ``groups=M`` per pass).
 
-Everything else in ``losses.mef_ssim`` is the same code for both (the filter is swapped by patching the module
-attribute). Both give bit-identical scores and gradients (checked here with ``torch.equal``; tests/test_filtering.py).
+Everything else in ``metrics.functional.mef_ssim`` (the MEF-SSIM behind ``losses.mef_ssim``) is the same code for
+both (the filter is swapped by patching the module attribute). Both give bit-identical scores and gradients (checked here with ``torch.equal``; tests/test_filtering.py).
 In float64 on a CPU both take the shifted-slice path, so they are the same there.
 
 ``--naive`` also times the per-patch NumPy oracle ``tests/mef_ssim_naive.py`` (forward only, no autograd; tens of
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import losses.mef_ssim as mef_ssim_module  # noqa: E402
+import metrics.functional.mef_ssim as mef_ssim_module  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from losses.filtering import filter_valid  # noqa: E402
 from losses.mef_ssim import MEFSSIMLoss, mef_ssim  # noqa: E402
@@ -73,7 +73,7 @@ FILTERS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"old": filter_valid_pe
 
 @contextlib.contextmanager
 def using_filter(name: str) -> Iterator[None]:
-    """Run ``losses.mef_ssim`` with the filter of variant ``name``."""
+    """Run MEF-SSIM (``metrics.functional.mef_ssim``) with the filter of variant ``name``."""
     before = mef_ssim_module.filter_valid
     mef_ssim_module.filter_valid = FILTERS[name]
     try:

@@ -1,23 +1,5 @@
-"""Autocast helpers shared by the losses."""
+"""Moved to :mod:`imaging.precision` (re-exported here, where earlier code imports it from)."""
 
-from __future__ import annotations
-
-import contextlib
-
-import torch
+from imaging.precision import autocast_off
 
 __all__ = ["autocast_off"]
-
-
-def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
-    """``torch.autocast(device_type, enabled=False)``, or a no-op for a device type autocast does not know.
-
-    ``torch.autocast`` raises ``RuntimeError: unsupported scalarType`` for ``"meta"`` (no autocast dtype), so a
-    loss that disables autocast on its input's device could not run on meta tensors (the device-agnostic
-    tests, ``tests/test_device_agnostic.py``, run every loss there). No autocast can be active for such a
-    device, so there is nothing to disable.
-    """
-    is_available = getattr(torch.amp, "is_autocast_available", None)  # torch ≥ 2.4
-    if is_available is not None and not is_available(device_type):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device_type, enabled=False)

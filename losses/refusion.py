@@ -8,8 +8,8 @@ Gradient operator (training copy of ReFusion and TDFusion ``utils.py``): ``∇x 
 depthwise 3×3, zero padding 1, unnormalised kernels ``[[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]`` and its transpose.
 (kornia's ``spatial_gradient`` normalises and replicate-pads, so it is not used.)
 
-Both losses run in float32 (float64 for float64 inputs) with autocast disabled, like the other losses of this
-package: under bf16 autocast the Sobel convolutions ran in bfloat16, and ∇L_f (w.r.t. the fused image) was ~9% off
+Both losses run in float32 (float64 for float64 inputs) with autocast disabled (:func:`losses._common.fp32`), like
+the other losses of this package: under bf16 autocast the Sobel convolutions ran in bfloat16, and ∇L_f (w.r.t. the fused image) was ~9% off
 in norm (measured on random 64×64 pairs; tests/test_device_agnostic.py). :func:`sobel_gradient` itself follows
 autocast (it is also a layer of :class:`~lightning_modules.refusion.LossProposalNet`).
 
@@ -27,9 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from imaging.filters import _sobel_kernel, sobel_gradient  # noqa: F401  (re-exported)
-from losses._amp import autocast_off
-
-Reduction = Literal["mean", "sum", "none"]
+from losses._common import Reduction, check_reduction, check_tensor, fp32, reduce
 
 __all__ = [
     "sobel_gradient",
@@ -41,16 +39,9 @@ __all__ = [
 ]
 
 
-def _fp32(*xs: Tensor) -> list[Tensor]:
-    """float16 / bfloat16 → float32; float32 and float64 unchanged (the losses run with autocast off)."""
-    return [x if x.dtype in (torch.float32, torch.float64) else x.float() for x in xs]
-
-
 def _check_sources(fused: Tensor, sources: Tensor, who: str) -> None:
-    if sources.ndim != 5:
-        raise ValueError(f"{who}: sources must be N×K×C×H×W, got shape {tuple(sources.shape)}")
-    if fused.ndim != 4:
-        raise ValueError(f"{who}: fused image must be N×C×H×W, got shape {tuple(fused.shape)}")
+    check_tensor(sources, f"{who}(sources)", "N×K×C×H×W", ndim=5, what="sources")
+    check_tensor(fused, f"{who}(fused)", "N×C×H×W", ndim=4, what="a fused image")
     n, _, c, h, w = sources.shape
     if tuple(fused.shape) != (n, c, h, w):
         raise ValueError(
@@ -60,24 +51,16 @@ def _check_sources(fused: Tensor, sources: Tensor, who: str) -> None:
 
 
 def _check_weights(weights: Tensor, sources: Tensor, name: str) -> None:
+    check_tensor(weights, f"refusion_fusion_loss({name})", "N×K×1×H×W or N×K×C×H×W", ndim=5, what="weights")
     n, k, c, h, w = sources.shape
-    if weights.ndim != 5 or tuple(weights.shape) not in {(n, k, 1, h, w), (n, k, c, h, w)}:
+    if tuple(weights.shape) not in {(n, k, 1, h, w), (n, k, c, h, w)}:
         raise ValueError(
             f"refusion_fusion_loss: {name} must be N×K×1×H×W or N×K×C×H×W = {(n, k, 1, h, w)} "
             f"for sources {tuple(sources.shape)}, got {tuple(weights.shape)}"
         )
 
 
-def _reduce(x: Tensor, reduction: Reduction) -> Tensor:
-    if reduction == "mean":
-        return x.mean()
-    if reduction == "sum":
-        return x.sum()
-    if reduction == "none":
-        return x
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-
-
+@fp32(keep_float64=True)
 def fusion_loss_terms(
     fused: Tensor,
     sources: Tensor,
@@ -106,19 +89,23 @@ def fusion_loss_terms(
         (intensity term, gradient term), each a scalar (or N×C×H×W for ``reduction='none'``).
 
     SOURCE: ReFusion framework figure (L_f) and training copy ``Fusionloss_int`` / ``Fusionloss_grad``; digest §3.
+
+    Example:
+        >>> s = torch.rand(1, 2, 1, 8, 8); w = torch.full((1, 2, 1, 8, 8), 0.5)
+        >>> [t.shape for t in fusion_loss_terms(s[:, 0], s, w, w, reduction="none")]
+        [torch.Size([1, 1, 8, 8]), torch.Size([1, 1, 8, 8])]
     """
+    check_reduction(reduction)
     _check_sources(fused, sources, "refusion_fusion_loss")
     _check_weights(intensity_weights, sources, "intensity_weights")
     _check_weights(gradient_weights, sources, "gradient_weights")
     power = 2 if squared_weights else 1
-    with autocast_off(fused.device.type):
-        fused, sources, intensity_weights, gradient_weights = _fp32(fused, sources, intensity_weights, gradient_weights)
-        f = fused.unsqueeze(1)
-        intensity = (intensity_weights.pow(power) * (sources - f).square()).sum(1)
-        grad_sources = sobel_gradient(sources, sobel_kernel)
-        grad_fused = sobel_gradient(fused, sobel_kernel).unsqueeze(1)
-        gradient = (gradient_weights.pow(power) * (grad_sources - grad_fused).square()).sum(1)
-        return _reduce(intensity, reduction), _reduce(gradient, reduction)
+    f = fused.unsqueeze(1)
+    intensity = (intensity_weights.pow(power) * (sources - f).square()).sum(1)
+    grad_sources = sobel_gradient(sources, sobel_kernel)
+    grad_fused = sobel_gradient(fused, sobel_kernel).unsqueeze(1)
+    gradient = (gradient_weights.pow(power) * (grad_sources - grad_fused).square()).sum(1)
+    return reduce(intensity, reduction), reduce(gradient, reduction)
 
 
 def refusion_fusion_loss(
@@ -155,6 +142,7 @@ def refusion_fusion_loss(
     return intensity_weight * intensity + alpha_grad * gradient
 
 
+@fp32(keep_float64=True)
 def refusion_reconstruction_loss(
     reconstructed: Tensor,
     sources: Tensor,
@@ -182,28 +170,36 @@ def refusion_reconstruction_loss(
         Scalar (or N×C×H×W), ≥ 0.
 
     SOURCE: training copy (utilities file) ``Reconstruction loss``; digest §3.
+
+    Example:
+        >>> s = torch.rand(2, 2, 1, 8, 8)
+        >>> refusion_reconstruction_loss(s, s)
+        tensor(0.)
     """
-    if reconstructed.ndim != 5 or reconstructed.shape != sources.shape:
-        raise ValueError(
-            "refusion_reconstruction_loss: reconstructed and sources must both be N×K×C×H×W of the same shape, "
-            f"got {tuple(reconstructed.shape)} and {tuple(sources.shape)}"
-        )
+    check_reduction(reduction)
+    check_tensor(reconstructed, "refusion_reconstruction_loss(reconstructed)", "N×K×C×H×W", ndim=5,
+                 what="reconstructions", same_as=("sources", sources))
     if source_reduction not in ("max", "mean"):
         raise ValueError(f"source_reduction must be 'max' or 'mean', got {source_reduction!r}")
 
     def over_sources(x: Tensor) -> Tensor:
         return x.amax(1) if source_reduction == "max" else x.mean(1)
 
-    with autocast_off(reconstructed.device.type):
-        reconstructed, sources = _fp32(reconstructed, sources)
-        intensity = over_sources((sources - reconstructed).abs()).square()
-        grad_error = (sobel_gradient(sources, sobel_kernel) - sobel_gradient(reconstructed, sobel_kernel)).abs()
-        gradient = over_sources(grad_error).square()
-        return _reduce(intensity_weight * intensity + grad_weight * gradient, reduction)
+    intensity = over_sources((sources - reconstructed).abs()).square()
+    grad_error = (sobel_gradient(sources, sobel_kernel) - sobel_gradient(reconstructed, sobel_kernel)).abs()
+    gradient = over_sources(grad_error).square()
+    return reduce(intensity_weight * intensity + grad_weight * gradient, reduction)
 
 
 class ReFusionFusionLoss(nn.Module):
-    """Module wrapper of :func:`refusion_fusion_loss` (``loss_weight`` scales the result)."""
+    """Module wrapper of :func:`refusion_fusion_loss` (``loss_weight`` scales the result); the Sobel kernel is a
+    non-persistent buffer.
+
+    Example:
+        >>> s = torch.rand(1, 2, 1, 8, 8); w = torch.full((1, 2, 1, 8, 8), 0.5)
+        >>> ReFusionFusionLoss(reduction="none")(s[:, 0], s, w, w).shape
+        torch.Size([1, 1, 8, 8])
+    """
 
     def __init__(
         self,
@@ -214,6 +210,7 @@ class ReFusionFusionLoss(nn.Module):
         reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
+        check_reduction(reduction)
         self.alpha_grad = alpha_grad
         self.intensity_weight = intensity_weight
         self.squared_weights = squared_weights
@@ -240,7 +237,14 @@ class ReFusionFusionLoss(nn.Module):
 
 
 class ReFusionReconstructionLoss(nn.Module):
-    """Module wrapper of :func:`refusion_reconstruction_loss` (``loss_weight`` scales the result)."""
+    """Module wrapper of :func:`refusion_reconstruction_loss` (``loss_weight`` scales the result); the Sobel
+    kernel is a non-persistent buffer.
+
+    Example:
+        >>> s = torch.rand(1, 2, 1, 8, 8)
+        >>> ReFusionReconstructionLoss(loss_weight=2.0)(s, s)
+        tensor(0.)
+    """
 
     def __init__(
         self,
@@ -251,6 +255,7 @@ class ReFusionReconstructionLoss(nn.Module):
         reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
+        check_reduction(reduction)
         self.grad_weight = grad_weight
         self.intensity_weight = intensity_weight
         self.source_reduction: Literal["max", "mean"] = source_reduction

@@ -1,8 +1,9 @@
 """The four zero-reference losses of Zero-DCE (CVPR 2020) and Zero-DCE++ (TPAMI 2021).
 
 Each loss is a function returning a scalar (the mean that the official training script
-optimises) and a thin ``nn.Module`` wrapper with ``loss_weight`` and ``form``. ``ZeroDCELoss``
-combines them with the official weights.
+optimises) and a thin ``nn.Module`` wrapper with ``loss_weight`` and ``form``. :class:`ZeroDCELoss`
+is built from those four modules and owns the official weights of each variant
+(:meth:`ZeroDCELoss.official_weights`).
 
 Two forms per term (defaults follow the official code, which produced the released weights;
 the author: "follow the code", Li-Chongyi/Zero-DCE #19):
@@ -16,24 +17,24 @@ L_col      sqrt(d_RG² + d_RB² + d_GB²), d = (J^p − J^q)²             d_RG 
 L_tvA      2·[Σ(∇_y A)²/((H−1)W) + Σ(∇_x A)²/(H(W−1))]/B              mean_n Σ_c mean_px (|∇_x A| + |∇_y A|)²
 =========  =======================================================  ==========================================
 
-All terms are computed in float32 with autocast disabled (inputs are cast with ``.float()``), so
-they are safe under ``bf16-mixed`` / ``16-mixed`` precision.
+All terms are computed in float32 with autocast disabled (inputs are cast with ``.float()``,
+:func:`losses._common.fp32`), so they are safe under ``bf16-mixed`` / ``16-mixed`` precision.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from losses._amp import autocast_off
+from losses._common import check_tensor, fp32
 
 __all__ = [
     "FORMS",
+    "VARIANTS",
     "OFFICIAL_WEIGHTS_ZERO_DCE",
     "OFFICIAL_WEIGHTS_ZERO_DCE_PP",
     "PAPER_WEIGHTS",
@@ -51,11 +52,17 @@ __all__ = [
 
 FORMS: tuple[str, ...] = ("official", "paper")
 TERMS: tuple[str, ...] = ("spa", "exp", "col", "tv")
+#: The networks whose official training scripts set the default weights (``networks.zero_dce``).
+VARIANTS: tuple[str, ...] = ("zero_dce", "zero_dce_pp")
 
 #: Official Zero-DCE weights, file ``Zero-DCE_code/lowlight_train.py``.
 OFFICIAL_WEIGHTS_ZERO_DCE: dict[str, float] = {"spa": 1.0, "exp": 10.0, "col": 5.0, "tv": 200.0}
 #: Official Zero-DCE++ weights, file ``Zero-DCE++/lowlight_train.py`` (1600·3 maps = 200·24 maps).
 OFFICIAL_WEIGHTS_ZERO_DCE_PP: dict[str, float] = {"spa": 1.0, "exp": 10.0, "col": 5.0, "tv": 1600.0}
+_OFFICIAL_WEIGHTS: dict[str, dict[str, float]] = {
+    "zero_dce": OFFICIAL_WEIGHTS_ZERO_DCE,
+    "zero_dce_pp": OFFICIAL_WEIGHTS_ZERO_DCE_PP,
+}
 #: Paper weights [CVPR Eq. 8, §4], [TPAMI §5.1].
 PAPER_WEIGHTS: dict[str, float] = {"spa": 1.0, "exp": 1.0, "col": 0.5, "tv": 20.0}
 
@@ -74,28 +81,9 @@ def _check_form(form: str, where: str) -> None:
         raise ValueError(f"{where}: unknown form {form!r}; expected one of {FORMS}")
 
 
-def _check_image(x: Any, name: str, min_size: int = 1) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor N×3×H×W, got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"{name}: expected an RGB batch N×3×H×W, got shape {tuple(x.shape)}")
-    if x.shape[-2] < min_size or x.shape[-1] < min_size:
-        raise ValueError(
-            f"{name}: image {x.shape[-2]}×{x.shape[-1]} is smaller than the {min_size}×{min_size} "
-            "region the loss pools over"
-        )
-
-
-def _fp32(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """Run ``fn`` with autocast disabled on the device of its first tensor argument."""
-
-    @functools.wraps(fn)
-    def wrapper(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        device_type = x.device.type if isinstance(x, Tensor) else "cpu"
-        with autocast_off(device_type):
-            return fn(x, *args, **kwargs)
-
-    return wrapper
+def _check_image(x: Any, name: str, min_size: int = 1, like: tuple[str, Tensor] | None = None) -> None:
+    check_tensor(x, name, "N×3×H×W", ndim=4, sizes={1: 3}, what="an RGB batch", same_as=like,
+                 min_size=min_size, min_size_reason="region the loss pools over")
 
 
 def spatial_direction_kernel(device: torch.device | str | None = None) -> Tensor:
@@ -103,6 +91,12 @@ def spatial_direction_kernel(device: torch.device | str | None = None) -> Tensor
 
     Convolved with a map ``v`` (padding 1) they give ``v_i − v_j`` for the neighbour ``j`` to the
     left, right, above and below of each cell ``i`` (official ``L_spa.weight_left`` … ``weight_down``).
+
+    Example:
+        >>> spatial_direction_kernel()[0, 0]  # left
+        tensor([[ 0.,  0.,  0.],
+                [-1.,  1.,  0.],
+                [ 0.,  0.,  0.]])
     """
     k = torch.zeros(4, 1, 3, 3, device=device)
     k[:, 0, 1, 1] = 1.0
@@ -117,7 +111,7 @@ def spatial_direction_kernel(device: torch.device | str | None = None) -> Tensor
 # functional losses
 
 
-@_fp32
+@fp32()
 def spatial_consistency(
     enhanced: Tensor,
     original: Tensor,
@@ -149,18 +143,18 @@ def spatial_consistency(
         kernel: optional precomputed :func:`spatial_direction_kernel` (the module keeps it as a buffer).
 
     Returns:
-        scalar float32 tensor.
+        scalar float32 tensor, ≥ 0; 0 when the enhancement keeps every regional difference.
+
+    Example:
+        >>> x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        >>> spatial_consistency(x, x)
+        tensor(0.)
     """
     _check_form(form, "spatial_consistency")
     _check_image(enhanced, "spatial_consistency(enhanced)", region_size)
-    _check_image(original, "spatial_consistency(original)", region_size)
-    if enhanced.shape != original.shape:
-        raise ValueError(
-            f"spatial_consistency: enhanced {tuple(enhanced.shape)} and original "
-            f"{tuple(original.shape)} must have the same shape"
-        )
+    _check_image(original, "spatial_consistency(original)", region_size, like=("enhanced", enhanced))
     n = enhanced.shape[0]
-    both = torch.cat([original.float(), enhanced.float()], 0).mean(1, keepdim=True)
+    both = torch.cat([original, enhanced], 0).mean(1, keepdim=True)
     pooled = F.avg_pool2d(both, region_size)
     if kernel is None:
         kernel = spatial_direction_kernel(pooled.device)
@@ -176,7 +170,7 @@ def spatial_consistency(
     return per_cell.mean()
 
 
-@_fp32
+@fp32()
 def exposure_control(
     enhanced: Tensor, patch_size: int = 16, well_exposed: float = 0.6, form: str = "official"
 ) -> Tensor:
@@ -199,16 +193,20 @@ def exposure_control(
         form: ``"official"`` or ``"paper"``.
 
     Returns:
-        scalar float32 tensor.
+        scalar float32 tensor, ≥ 0; 0 when every region's mean is E.
+
+    Example:
+        >>> exposure_control(torch.full((1, 3, 16, 16), 0.5))
+        tensor(0.0100)
     """
     _check_form(form, "exposure_control")
     _check_image(enhanced, "exposure_control(enhanced)", patch_size)
-    pooled = F.avg_pool2d(enhanced.float().mean(1, keepdim=True), patch_size)
+    pooled = F.avg_pool2d(enhanced.mean(1, keepdim=True), patch_size)
     d = pooled - well_exposed
     return d.pow(2).mean() if form == "official" else d.abs().mean()
 
 
-@_fp32
+@fp32()
 def color_constancy(enhanced: Tensor, form: str = "official") -> Tensor:
     r"""Colour constancy loss L_col (grey-world): the three channel means should agree.
 
@@ -227,11 +225,16 @@ def color_constancy(enhanced: Tensor, form: str = "official") -> Tensor:
         form: ``"official"`` or ``"paper"``.
 
     Returns:
-        scalar float32 tensor.
+        scalar float32 tensor, ≥ 0; 0 for a grey image.
+
+    Example:
+        >>> y = torch.zeros(1, 3, 2, 2); y[:, 0] = 1.0  # pure red: d_RG = d_RB = 1, d_GB = 0
+        >>> color_constancy(y), color_constancy(y, "paper")
+        (tensor(1.4142), tensor(2.))
     """
     _check_form(form, "color_constancy")
     _check_image(enhanced, "color_constancy(enhanced)")
-    mean_rgb = enhanced.float().mean((2, 3))
+    mean_rgb = enhanced.mean((2, 3))
     r, g, b = mean_rgb.unbind(1)
     d_rg, d_rb, d_gb = (r - g).pow(2), (r - b).pow(2), (b - g).pow(2)
     if form == "official":
@@ -241,7 +244,7 @@ def color_constancy(enhanced: Tensor, form: str = "official") -> Tensor:
     return per_image.mean()
 
 
-@_fp32
+@fp32()
 def illumination_smoothness(curve_maps: Tensor, form: str = "official") -> Tensor:
     r"""Illumination smoothness loss L_tvA: total variation of the curve-parameter maps A.
 
@@ -261,22 +264,24 @@ def illumination_smoothness(curve_maps: Tensor, form: str = "official") -> Tenso
         form: ``"official"`` or ``"paper"``.
 
     Returns:
-        scalar float32 tensor.
+        scalar float32 tensor, ≥ 0; 0 for constant maps.
+
+    Example:
+        >>> illumination_smoothness(torch.full((1, 3, 4, 4), -0.2))
+        tensor(0.)
     """
     _check_form(form, "illumination_smoothness")
-    if not isinstance(curve_maps, Tensor):
-        raise TypeError(
-            f"illumination_smoothness(curve_maps): expected a torch.Tensor, got {type(curve_maps).__name__}"
-        )
-    if curve_maps.ndim != 4 or curve_maps.shape[1] == 0 or curve_maps.shape[1] % 3 != 0:
+    name = "illumination_smoothness(curve_maps)"
+    layout = "N×3n×H×W"
+    check_tensor(curve_maps, name, layout, ndim=4, what="curve maps")
+    if curve_maps.shape[1] == 0 or curve_maps.shape[1] % 3 != 0:
         raise ValueError(
-            "illumination_smoothness(curve_maps): expected N×3n×H×W curve maps (channels a multiple "
-            f"of 3), got shape {tuple(curve_maps.shape)}"
+            f"{name}: expected {layout} curve maps (channels a multiple of 3), got shape {tuple(curve_maps.shape)}"
         )
     b, c, h, w = curve_maps.shape
     if h < 2 or w < 2:
-        raise ValueError(f"illumination_smoothness(curve_maps): need H, W ≥ 2, got {h}×{w}")
-    a = curve_maps.float()
+        raise ValueError(f"{name}: need H, W ≥ 2 (forward differences), got {h}×{w}")
+    a = curve_maps
     if form == "official":
         h_tv = (a[:, :, 1:, :] - a[:, :, :-1, :]).pow(2).sum()
         w_tv = (a[:, :, :, 1:] - a[:, :, :, :-1]).pow(2).sum()
@@ -329,7 +334,12 @@ class SpatialConsistencyLoss(_WeightedLoss):
 
 
 class ExposureControlLoss(_WeightedLoss):
-    """``loss_weight · exposure_control(enhanced, patch_size, well_exposed, form)``; see :func:`exposure_control`."""
+    """``loss_weight · exposure_control(enhanced, patch_size, well_exposed, form)``; see :func:`exposure_control`.
+
+    Example:
+        >>> ExposureControlLoss(loss_weight=10.0)(torch.full((1, 3, 16, 16), 0.5))  # 10·(0.5 − 0.6)²
+        tensor(0.1000)
+    """
 
     def __init__(
         self,
@@ -347,14 +357,25 @@ class ExposureControlLoss(_WeightedLoss):
 
 
 class ColorConstancyLoss(_WeightedLoss):
-    """``loss_weight · color_constancy(enhanced, form)``; see :func:`color_constancy`."""
+    """``loss_weight · color_constancy(enhanced, form)``; see :func:`color_constancy`.
+
+    Example:
+        >>> y = torch.zeros(1, 3, 2, 2); y[:, 0] = 1.0  # pure red
+        >>> ColorConstancyLoss(loss_weight=5.0, form="paper")(y)  # 5·(1 + 1 + 0)
+        tensor(10.)
+    """
 
     def forward(self, enhanced: Tensor) -> Tensor:
         return self.loss_weight * color_constancy(enhanced, self.form)
 
 
 class IlluminationSmoothnessLoss(_WeightedLoss):
-    """``loss_weight · illumination_smoothness(curve_maps, form)``; see :func:`illumination_smoothness`."""
+    """``loss_weight · illumination_smoothness(curve_maps, form)``; see :func:`illumination_smoothness`.
+
+    Example:
+        >>> IlluminationSmoothnessLoss(200.0)(torch.zeros(1, 24, 8, 8))
+        tensor(0.)
+    """
 
     def forward(self, curve_maps: Tensor) -> Tensor:
         return self.loss_weight * illumination_smoothness(curve_maps, self.form)
@@ -363,39 +384,50 @@ class IlluminationSmoothnessLoss(_WeightedLoss):
 class ZeroDCELoss(nn.Module):
     """The combined Zero-DCE objective ``w_spa·L_spa + w_exp·L_exp + w_col·L_col + w_tv·L_tvA``.
 
-    Defaults: official Zero-DCE weights 1 / 10 / 5 / 200 (``Zero-DCE_code/lowlight_train.py``) and
-    official forms. Use ``weights=OFFICIAL_WEIGHTS_ZERO_DCE_PP`` (TV 1600) for Zero-DCE++ and
-    ``PAPER_WEIGHTS`` (1 / 1 / 0.5 / 20) with ``forms="paper"`` for the paper's Eq. 8.
+    Built from the four term modules (:class:`SpatialConsistencyLoss`, :class:`ExposureControlLoss`,
+    :class:`ColorConstancyLoss`, :class:`IlluminationSmoothnessLoss`, kept with ``loss_weight`` 1 in
+    :attr:`terms`); the weights live here, in :attr:`weights`, and nowhere else.
+
+    Default weights, per ``variant`` (:meth:`official_weights`), and the source each follows:
+
+    * ``"zero_dce"``: 1 / 10 / 5 / 200, the official ``Zero-DCE_code/lowlight_train.py``
+      (:data:`OFFICIAL_WEIGHTS_ZERO_DCE`); the weights that trained the released model.
+    * ``"zero_dce_pp"``: 1 / 10 / 5 / **1600**, the official ``Zero-DCE++/lowlight_train.py``
+      (:data:`OFFICIAL_WEIGHTS_ZERO_DCE_PP`; 1600·3 curve maps = 200·24 maps of Zero-DCE).
+    * The paper's Eq. 8 weights 1 / 1 / 0.5 / 20 ([CVPR] §4, [TPAMI] §5.1, :data:`PAPER_WEIGHTS`) are no
+      variant: pass them as ``weights=PAPER_WEIGHTS`` with ``forms="paper"``.
 
     Args:
-        weights: per-term weights, keys ``spa``, ``exp``, ``col``, ``tv``; missing keys keep the
-            official Zero-DCE default. A weight of 0 switches the term off: it is not computed and
+        weights: per-term weights, keys ``spa``, ``exp``, ``col``, ``tv``; a missing key or ``None`` keeps
+            the variant's official value. A weight of 0 switches the term off: it is not computed and
             is absent from the returned dict.
         forms: ``"official"`` / ``"paper"`` for all terms, or a dict per term (missing → official).
         patch_size: L_exp region side (16).
         well_exposed: L_exp level E (0.6).
+        variant: ``"zero_dce"`` (default) or ``"zero_dce_pp"``: whose official weights fill the gaps.
 
     ``forward(enhanced, original, curve_maps)`` (N×3×H×W, N×3×H×W, N×3n×H×W) returns a dict of
-    the *unweighted* scalar terms that are switched on plus ``"total"`` (the weighted sum).
+    the *unweighted* scalar terms that are switched on plus ``"total"`` (the weighted sum), float32.
+
+    Example:
+        >>> ZeroDCELoss(variant="zero_dce_pp", weights={"tv": None, "col": 0}).weights
+        {'spa': 1.0, 'exp': 10.0, 'col': 0.0, 'tv': 1600.0}
+        >>> x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> sorted(ZeroDCELoss()(x, x, torch.zeros(1, 24, 16, 16)))
+        ['col', 'exp', 'spa', 'total', 'tv']
     """
 
     def __init__(
         self,
-        weights: Mapping[str, float] | None = None,
+        weights: Mapping[str, float | None] | None = None,
         forms: Mapping[str, str] | str | None = None,
         patch_size: int = 16,
         well_exposed: float = 0.6,
+        *,
+        variant: str = "zero_dce",
     ) -> None:
         super().__init__()
-        merged = dict(OFFICIAL_WEIGHTS_ZERO_DCE)
-        for key, value in (weights or {}).items():
-            if key not in TERMS:
-                raise ValueError(f"ZeroDCELoss(weights): unknown term {key!r}; expected keys from {TERMS}")
-            if float(value) < 0:
-                raise ValueError(f"ZeroDCELoss(weights): weight of {key!r} must be ≥ 0, got {value}")
-            merged[key] = float(value)
-        if all(v == 0 for v in merged.values()):
-            raise ValueError("ZeroDCELoss(weights): all weights are 0; at least one term must be on")
+        merged = self.resolve_weights(weights, variant)
         if forms is None or isinstance(forms, str):
             forms_d = dict.fromkeys(TERMS, forms or "official")
         else:
@@ -406,26 +438,62 @@ class ZeroDCELoss(nn.Module):
                 forms_d[key] = value
         for key, value in forms_d.items():
             _check_form(value, f"ZeroDCELoss(forms[{key!r}])")
+        self.variant = variant
         self.weights: dict[str, float] = merged
         self.forms: dict[str, str] = forms_d
         self.patch_size = int(patch_size)
         self.well_exposed = float(well_exposed)
-        self.register_buffer("spa_kernel", spatial_direction_kernel(), persistent=False)
+        self.terms = nn.ModuleDict({
+            "spa": SpatialConsistencyLoss(form=forms_d["spa"]),
+            "exp": ExposureControlLoss(form=forms_d["exp"], patch_size=patch_size, well_exposed=well_exposed),
+            "col": ColorConstancyLoss(form=forms_d["col"]),
+            "tv": IlluminationSmoothnessLoss(form=forms_d["tv"]),
+        })
+
+    @classmethod
+    def resolve_weights(
+        cls, weights: Mapping[str, float | None] | None = None, variant: str = "zero_dce"
+    ) -> dict[str, float]:
+        """The weights a ``ZeroDCELoss(weights, variant=variant)`` uses: the variant's official ones, overridden by
+        the entries of ``weights`` that are not ``None`` (validated: known terms, ≥ 0, not all 0).
+
+        Example:
+            >>> ZeroDCELoss.resolve_weights({"tv": None, "exp": 1}, variant="zero_dce_pp")
+            {'spa': 1.0, 'exp': 1.0, 'col': 5.0, 'tv': 1600.0}
+        """
+        merged = cls.official_weights(variant)
+        for key, value in (weights or {}).items():
+            if key not in TERMS:
+                raise ValueError(f"ZeroDCELoss(weights): unknown term {key!r}; expected keys from {TERMS}")
+            if value is None:
+                continue
+            if float(value) < 0:
+                raise ValueError(f"ZeroDCELoss(weights): weight of {key!r} must be ≥ 0, got {value}")
+            merged[key] = float(value)
+        if all(v == 0 for v in merged.values()):
+            raise ValueError("ZeroDCELoss(weights): all weights are 0; at least one term must be on")
+        return merged
+
+    @staticmethod
+    def official_weights(variant: str = "zero_dce") -> dict[str, float]:
+        """A copy of the official weights of ``variant`` (``"zero_dce"``: 1/10/5/200, ``"zero_dce_pp"``:
+        1/10/5/1600; sources in the class docstring).
+
+        Example:
+            >>> ZeroDCELoss.official_weights("zero_dce_pp")["tv"]
+            1600.0
+        """
+        if variant not in _OFFICIAL_WEIGHTS:
+            raise ValueError(f"ZeroDCELoss(variant): unknown variant {variant!r}; expected one of {VARIANTS}")
+        return dict(_OFFICIAL_WEIGHTS[variant])
 
     def extra_repr(self) -> str:
-        return f"weights={self.weights}, forms={self.forms}, patch_size={self.patch_size}, well_exposed={self.well_exposed}"
+        return (f"variant={self.variant!r}, weights={self.weights}, forms={self.forms}, "
+                f"patch_size={self.patch_size}, well_exposed={self.well_exposed}")
 
     def forward(self, enhanced: Tensor, original: Tensor, curve_maps: Tensor) -> dict[str, Tensor]:
-        w, f = self.weights, self.forms
-        terms: dict[str, Tensor] = {}
-        if w["spa"]:
-            terms["spa"] = spatial_consistency(enhanced, original, f["spa"], kernel=self.spa_kernel)
-        if w["exp"]:
-            terms["exp"] = exposure_control(enhanced, self.patch_size, self.well_exposed, f["exp"])
-        if w["col"]:
-            terms["col"] = color_constancy(enhanced, f["col"])
-        if w["tv"]:
-            terms["tv"] = illumination_smoothness(curve_maps, f["tv"])
-        total = sum((w[k] * v for k, v in terms.items()), torch.zeros((), device=enhanced.device))
+        inputs = {"spa": (enhanced, original), "exp": (enhanced,), "col": (enhanced,), "tv": (curve_maps,)}
+        terms = {key: self.terms[key](*inputs[key]) for key in TERMS if self.weights[key]}
+        total = sum((self.weights[k] * v for k, v in terms.items()), torch.zeros((), device=enhanced.device))
         terms["total"] = total
         return terms

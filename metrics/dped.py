@@ -71,6 +71,14 @@ def ms_ssim_dped(preds: Tensor, target: Tensor) -> Tensor:
     official L = 255 on ×255 inputs). Differences from the official call: statistics are averaged per image
     (the official call averages over its whole batch before the product over scales), and a negative
     contrast-structure value is clamped to 0 before the fractional power (NaN in the official code).
+
+    Returns:
+        Tensor[N] in [0, 1], in ``preds``' floating dtype (float32 otherwise).
+
+    Example:
+        >>> x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        >>> ms_ssim_dped(x, x)
+        tensor([1., 1.])
     """
     x, y = preds.double(), target.double()
     weights = torch.tensor(_MS_SSIM_WEIGHTS, dtype=x.dtype, device=x.device)
@@ -89,20 +97,33 @@ def ms_ssim_dped(preds: Tensor, target: Tensor) -> Tensor:
 
 
 def psnr_dped(preds: Tensor, target: Tensor) -> Tensor:
-    """PSNR of each image as the official script's formula, ``20·log10(1/√MSE)`` on [0, 1], unclipped: N×C×H×W → N."""
+    """PSNR of each image as the official script's formula, ``20·log10(1/√MSE)`` on [0, 1], unclipped: N×C×H×W → N
+    (dB, float32).
+
+    Example:
+        >>> psnr_dped(torch.full((1, 3, 4, 4), 1.05), torch.full((1, 3, 4, 4), 0.95))  # unclipped: MSE 0.01
+        tensor([20.0000])
+    """
     mse = (preds.float() - target.float()).pow(2).flatten(1).mean(1)
     return 10.0 * torch.log10(1.0 / mse)
 
 
 class UnclippedPerImageMean(PerImageMean):
     """:class:`metrics.full_reference.PerImageMean` without clamping to [0, 1] (the official DPED evaluation
-    scores the raw (−0.08, 1.08) output)."""
+    scores the raw (−0.08, 1.08) output); see :class:`DPEDPSNR` for an example."""
 
     clamp = False
 
 
 class DPEDPSNR(UnclippedPerImageMean):
-    """Per-image PSNR (dB, [0, 1], unclipped output), averaged over patches."""
+    """Per-image PSNR (dB, [0, 1], unclipped output, :func:`psnr_dped`), averaged over patches.
+
+    Example:
+        >>> m = DPEDPSNR()
+        >>> m.update(torch.full((2, 3, 4, 4), 1.05), torch.full((2, 3, 4, 4), 0.95))
+        >>> m.last_scores, m.compute()
+        (tensor([20.0000, 20.0000]), tensor(20.0000))
+    """
 
     higher_is_better = True
 
@@ -111,7 +132,15 @@ class DPEDPSNR(UnclippedPerImageMean):
 
 
 class DPEDMSSSIM(UnclippedPerImageMean):
-    """Per-image MS-SSIM as the official DPED ``ssim.py`` (:func:`ms_ssim_dped`), averaged over patches."""
+    """Per-image MS-SSIM as the official DPED ``ssim.py`` (:func:`ms_ssim_dped`), averaged over patches.
+
+    Example:
+        >>> m = DPEDMSSSIM()
+        >>> x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        >>> m.update(x, x)
+        >>> m.compute()
+        tensor(1.)
+    """
 
     higher_is_better = True
 
@@ -124,6 +153,12 @@ class DPEDBatchPSNR(Metric):
 
     Depends on the evaluation batch size (official: the training batch, 50; the official script also drops the
     last incomplete batch, which we keep). Under DDP each process's batch counts as one batch.
+
+    Example:
+        >>> m = DPEDBatchPSNR()
+        >>> m.update(torch.full((2, 3, 4, 4), 0.5), torch.full((2, 3, 4, 4), 0.6))
+        >>> m.compute()
+        tensor(20.0000)
     """
 
     higher_is_better = True

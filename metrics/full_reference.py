@@ -32,7 +32,7 @@ from kornia.color import rgb_to_grayscale
 from torchmetrics import Metric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from losses._amp import autocast_off
+from imaging.precision import autocast_off
 
 #: metric-variant name → description (the column of a variant is ``<metric>_<variant>``).
 VARIANTS: dict[str, str] = {
@@ -43,7 +43,12 @@ VARIANTS: dict[str, str] = {
 
 
 def luma_bt601(x: torch.Tensor) -> torch.Tensor:
-    """BT.601 studio-range luma of RGB in [0, 1]: N×3×H×W → N×1×H×W in [16/255, 235/255] (BasicSR ``rgb2ycbcr``)."""
+    """BT.601 studio-range luma of RGB in [0, 1]: N×3×H×W → N×1×H×W in [16/255, 235/255] (BasicSR ``rgb2ycbcr``).
+
+    Example:
+        >>> (luma_bt601(torch.ones(1, 3, 1, 1)) * 255).round()
+        tensor([[[[235.]]]])
+    """
     r, g, b = x.unbind(1)
     return ((16.0 + 65.481 * r + 128.553 * g + 24.966 * b) / 255.0).unsqueeze(1)
 
@@ -55,6 +60,13 @@ def gt_mean_align(preds: torch.Tensor, target: torch.Tensor, statistic: str = "r
         preds, target: N×3×H×W in [0, 1].
         statistic: ``"rgb"`` (mean over all RGB values of both) or ``"llflow"`` (label mean of OpenCV grey
             ``0.299 R + 0.587 G + 0.114 B``, output mean over all RGB values: LLFlow ``code/test.py``).
+
+    Returns:
+        N×3×H×W in [0, 1].
+
+    Example:
+        >>> gt_mean_align(torch.full((1, 3, 2, 2), 0.2), torch.full((1, 3, 2, 2), 0.4))[0, 0, 0, 0]
+        tensor(0.4000)
     """
     if statistic == "rgb":
         goal = target.flatten(1).mean(1)
@@ -67,7 +79,12 @@ def gt_mean_align(preds: torch.Tensor, target: torch.Tensor, statistic: str = "r
 
 
 def apply_variant(preds: torch.Tensor, target: torch.Tensor, variant: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(preds, target)`` as the metric variant sees them (see :data:`VARIANTS`; ``None`` = as they are)."""
+    """``(preds, target)`` as the metric variant sees them (see :data:`VARIANTS`; ``None`` = as they are).
+
+    Example:
+        >>> [t.shape[1] for t in apply_variant(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4), "y")]
+        [1, 1]
+    """
     if variant is None:
         return preds, target
     if variant == "gtmean":
@@ -85,17 +102,35 @@ def _variant_score(fn: Callable[..., torch.Tensor], variant: str | None, preds: 
 
 
 def psnr_per_image(preds: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """PSNR of each image, N×C×H×W → N (dB), MSE over C, H, W of that image."""
+    """PSNR of each image, N×C×H×W → N (dB), MSE over C, H, W of that image (torchmetrics'
+    ``peak_signal_noise_ratio`` with ``dim=(1, 2, 3)``; inputs in [0, ``data_range``]).
+
+    Example:
+        >>> psnr_per_image(torch.full((2, 3, 4, 4), 0.5), torch.full((2, 3, 4, 4), 0.6))  # 10·log10(1/0.01)
+        tensor([20.0000, 20.0000])
+    """
     return peak_signal_noise_ratio(preds, target, data_range=data_range, dim=(1, 2, 3), reduction="none")
 
 
 def ssim_per_image(preds: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """SSIM of each image (torchmetrics, Gaussian 11×11, σ 1.5), N×C×H×W → N."""
+    """SSIM of each image (torchmetrics ``structural_similarity_index_measure``: Gaussian 11×11, σ 1.5, mean over
+    channels), N×C×H×W in [0, ``data_range``] → N, values in [−1, 1].
+
+    Example:
+        >>> x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> ssim_per_image(x, x)
+        tensor([1., 1.])
+    """
     return structural_similarity_index_measure(preds, target, data_range=data_range, reduction="none")
 
 
 def mae_per_image(preds: torch.Tensor, target: torch.Tensor, scale: float = 255.0) -> torch.Tensor:
-    """Mean absolute error of each image on the ``[0, scale]`` range, N×C×H×W → N."""
+    """Mean absolute error of each image on the ``[0, scale]`` range, N×C×H×W → N.
+
+    Example:
+        >>> mae_per_image(torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 0.1))
+        tensor([25.5000])
+    """
     return (preds - target).abs().flatten(1).mean(1) * scale
 
 
@@ -104,7 +139,13 @@ class PerImageMean(Metric):
 
     Inputs (all N×C×H×W of one shape) are clamped to [0, 1] (unless ``clamp`` is False) and computed in fp32. States: ``total`` and
     ``count`` (sum-reduced). After each ``update``, :attr:`last_scores` holds that batch's N scores (detached),
-    which the LightningModules write to ``per_image.csv``.
+    which the LightningModules write to ``per_image.csv``. ``compute()``: the mean (float32; 0 before any update).
+
+    Example:
+        >>> m = PerImageMean(lambda p, t: (p - t).abs().flatten(1).amax(1))
+        >>> m.update(torch.zeros(2, 3, 4, 4), torch.full((2, 3, 4, 4), 0.25))
+        >>> m.last_scores, m.compute()
+        (tensor([0.2500, 0.2500]), tensor(0.2500))
     """
 
     full_state_update = False
@@ -134,7 +175,15 @@ class PerImageMean(Metric):
 
 
 class PSNR(PerImageMean):
-    """Per-image PSNR (dB, data range 1), averaged over images; ``variant`` from :data:`VARIANTS`."""
+    """Per-image PSNR (dB, data range 1, :func:`psnr_per_image`), averaged over images; ``variant`` from
+    :data:`VARIANTS`. ``update(preds, target)``: N×3×H×W each, clamped to [0, 1].
+
+    Example:
+        >>> m = PSNR("gtmean")
+        >>> m.update(torch.full((1, 3, 4, 4), 0.25), torch.full((1, 3, 4, 4), 0.5))
+        >>> m.compute()  # aligned to the label's mean: identical, infinite PSNR
+        tensor(inf)
+    """
 
     higher_is_better = True
 
@@ -144,7 +193,16 @@ class PSNR(PerImageMean):
 
 
 class SSIM(PerImageMean):
-    """Per-image SSIM (torchmetrics), averaged over images; ``variant`` from :data:`VARIANTS`."""
+    """Per-image SSIM (:func:`ssim_per_image`), averaged over images; ``variant`` from :data:`VARIANTS`.
+    ``update(preds, target)``: N×3×H×W each, clamped to [0, 1].
+
+    Example:
+        >>> m = SSIM("y")
+        >>> x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> m.update(x, x)
+        >>> m.compute()
+        tensor(1.)
+    """
 
     higher_is_better = True
 
@@ -154,7 +212,14 @@ class SSIM(PerImageMean):
 
 
 class MAE(PerImageMean):
-    """Per-image mean absolute error on the 0–255 scale, averaged over images."""
+    """Per-image mean absolute error on the 0–255 scale (:func:`mae_per_image`), averaged over images.
+
+    Example:
+        >>> m = MAE()
+        >>> m.update(torch.zeros(1, 3, 2, 2), torch.ones(1, 3, 2, 2))
+        >>> m.compute()
+        tensor(255.)
+    """
 
     higher_is_better = False
 

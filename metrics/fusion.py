@@ -1,62 +1,110 @@
-"""Image-fusion metrics with the conventions of the evaluator the fusion papers use.
+"""Image-fusion metrics as torchmetrics ``Metric`` classes (the functions are in :mod:`metrics.functional.fusion`).
 
-The CDDFuse / DDFM / ReFusion group evaluates fused images with one script, SOURCE: repo
-Zhaozixiang1228/MMIF-CDDFuse, file ``utils/Evaluator.py`` (called "CDDFuse" below). Its conventions
-change the numbers, so they are reproduced exactly (see ``../shared/papers/metrics.md`` §4):
+The torchmetrics split: pure functions in :mod:`metrics.functional.fusion` (implementations and conventions of the
+CDDFuse evaluator in :mod:`metrics.functional.fusion_core`; all re-exported here, where earlier code imports them),
+and here
 
-* grey images on the **0–255** scale: inputs here are float tensors in [0, 1] and are multiplied by
-  255 inside. By default (``quantize=True``) they are also rounded to integer grey levels, because
-  the evaluator reads 8-bit files: a fused float output is scored as the 8-bit image it would be
-  saved as. :func:`read_evaluator_grey` reads a file exactly like the evaluator does;
-* MI in **nats** (scikit-learn ``mutual_info_score``), summed over the sources;
-* VIF (VIFp, σ_n² = 2) and SSIM **summed** over the two sources (so they can exceed 1);
-* SSIM = scikit-image ``structural_similarity`` defaults (7×7 uniform window, sample covariance,
-  3-pixel border cropped) with ``data_range = 2`` — what scikit-image 0.19.3 (pinned by ReFusion)
-  silently used for float input, i.e. what CDDFuse printed. ``SSIM_dr255`` is the "fixed" call;
-* PSNR uses the fused image's maximum as the peak, not 255;
-* Qabf with Xydeas–Petrović constants and CDDFuse's ``G = g_F where g_A == g_F`` quirk.
+* one ``Metric`` per fusion metric (:class:`Entropy`, :class:`StandardDeviation`, :class:`SpatialFrequency`,
+  :class:`AverageGradient`, :class:`MutualInformation`, :class:`SumOfCorrelationDifferences`,
+  :class:`VisualInformationFidelity`, :class:`Qabf`, :class:`StructuralSimilarity`,
+  :class:`CorrelationCoefficient`, :class:`PeakSignalNoiseRatio`, :class:`MeanSquaredError`), each the per-image
+  mean of one name of :data:`ALL_METRICS` (``variant``; e.g. ``PeakSignalNoiseRatio("PSNR_255")``);
+  :func:`fusion_metric` builds the one of any name;
+* :func:`fusion_metric_collection`: a ``MetricCollection`` of those, keyed by lower-case name (default: the
+  :data:`DEFAULT_METRICS` of the CDDFuse evaluator);
+* :class:`FusionMetrics`: all requested names in one ``Metric`` (one state vector), as before.
 
-Other conventions found in the literature are available under their own names (``MI_bits``,
-``AG_matlab``, ``SF_vifb``, ``PSNR_255``, ``PSNR_tang``, ``SSIM_dr255``, ``SSIM_vifb_sum``,
-``SSIM_uint8_avg``, ``SSIM_tm_avg``, ``VIF_tm_sum``, ``VIF_sewar_avg``); their definitions are the
-ones of ``reference/fusion_metrics/fusion_metrics_shared.json`` (``conventions``).
+The values are the same in all three: every ``update`` runs the same checks and implementations
+(:func:`metrics.functional.fusion_core._compute_all`).
 
-Shapes: a fused image is H×W, 1×H×W (one image) or N×1×H×W (a batch); its sources are K×H×W,
-K×1×H×W or a list of K images (one image) or N×K×1×H×W (a batch). Functions return a 0-d tensor
-for one image and a tensor of shape (N,) for a batch. Everything is computed in float64.
-Inputs must be float tensors; a maximum above 1.5 is refused as probable 0–255 data, and with
-``quantize=True`` values slightly outside [0, 1] are clipped, as saving an 8-bit file would.
+Using them from a LightningModule (instead of ``FusionMetrics(names)``)::
 
-torchmetrics is used where it has the same definition and is not much slower: the ``SSIM_tm_avg``
-variant, and ``VIF_tm_sum`` (its ``visual_information_fidelity``, the same definition as CDDFuse's
-VIFp; ``VIF`` itself uses separable filtering, ~10× faster on a CPU, and equals it to 1e-12).
-torchmetrics' ``mutual_info_score`` has the same definition as MI but scores one pair per call;
-MI here is a batched joint histogram.
+    self.test_metrics = fusion_metric_collection(names, prefix="test/")  # keys "test/en", …, "test/qabf"
+    self.test_metrics.update(fused_y, y)          # fused N×1×H×W, sources N×K×1×H×W, grey, float in [0, 1]
+    self.per_image.add(names, per_image_scores(self.test_metrics))  # {"en": Tensor[N], …}: each last_scores
+    if any(m.update_count for m in self.test_metrics.values()):
+        self.log_dict({k: v.float() for k, v in self.test_metrics.compute().items()})  # {"test/qabf": 0-d, …}
+        self.test_metrics.reset()
+
+Each metric keeps ``last_scores`` (the last batch's N per-image values, float64, detached, as
+:class:`metrics.full_reference.PerImageMean`), which :func:`lightning_modules.per_image.per_image_scores` reads
+and clears; column names are the collection's keys without the stage (``test/qabf`` → ``qabf``), as the
+lower-cased names of :class:`FusionMetrics` were. States ``total`` (float64) and ``count`` are sum-reduced
+(DDP-safe). The collection is built with ``compute_groups=False``: torchmetrics would otherwise merge metrics whose
+states happen to be equal after the first batch (e.g. ``PSNR`` and ``PSNR_255`` when the fused peak is 255) and
+then update only one of them.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import Metric
-from torchmetrics.functional.image import structural_similarity_index_measure as _tm_ssim
-from torchmetrics.functional.image import visual_information_fidelity as _tm_vif
+from torchmetrics import Metric, MetricCollection
 
-from imaging.filters import filter_valid, gaussian_1d
+from metrics.functional.fusion import (
+    average_gradient,
+    correlation_coefficient,
+    entropy,
+    evaluate,
+    mean_squared_error,
+    mutual_information,
+    peak_signal_noise_ratio,
+    qabf,
+    read_evaluator_grey,
+    spatial_frequency,
+    standard_deviation,
+    structural_similarity,
+    sum_of_correlation_differences,
+    visual_information_fidelity,
+)
+from metrics.functional.fusion_core import (
+    ALL_METRICS,
+    DEFAULT_METRICS,
+    QABF_DA,
+    QABF_DG,
+    QABF_KA,
+    QABF_KG,
+    QABF_TA,
+    QABF_TG,
+    VIF_SIGMA_N_SQ,
+    _check_names,
+    _compute_all,
+    _prepare,
+)
 
 __all__ = [
     "ALL_METRICS",
     "DEFAULT_METRICS",
+    "QABF_DA",
+    "QABF_DG",
+    "QABF_KA",
+    "QABF_KG",
+    "QABF_TA",
+    "QABF_TG",
+    "VIF_SIGMA_N_SQ",
+    "AverageGradient",
+    "CorrelationCoefficient",
+    "Entropy",
+    "FusionMetric",
     "FusionMetrics",
+    "MeanSquaredError",
+    "MutualInformation",
+    "PeakSignalNoiseRatio",
+    "Qabf",
+    "SpatialFrequency",
+    "StandardDeviation",
+    "StructuralSimilarity",
+    "SumOfCorrelationDifferences",
+    "VisualInformationFidelity",
     "average_gradient",
     "correlation_coefficient",
     "entropy",
     "evaluate",
+    "fusion_metric",
+    "fusion_metric_collection",
     "mean_squared_error",
     "mutual_information",
     "peak_signal_noise_ratio",
@@ -69,649 +117,253 @@ __all__ = [
     "visual_information_fidelity",
 ]
 
-#: Qabf constants (Xydeas & Petrović 2000, as in CDDFuse ``Qabf_getQabf``; L = 1).
-QABF_TG, QABF_KG, QABF_DG = 0.9994, -15.0, 0.5
-QABF_TA, QABF_KA, QABF_DA = 0.9879, -22.0, 0.8
-#: VIFp constants (Sheikh & Bovik; CDDFuse ``compare_viff``).
-VIF_SIGMA_N_SQ = 2.0
-_VIF_MIN_SIZE = 41  # 4 scales of 'valid' filtering and 2× subsampling (torchmetrics' check)
-_SSIM_WIN = 7  # scikit-image default window (uniform)
-_SSIM_GAUSS_WIN = 11  # Wang et al. / VIFB Gaussian window, σ = 1.5
 
+def _batch_table(fused: Tensor, sources: Tensor, quantize: bool, names: Sequence[str]) -> Tensor:
+    """(N, M) per-image values of a batch, columns in the order of ``names``: the ``update`` of every class here.
 
-# --------------------------------------------------------------------------------------------
-# input handling
-# --------------------------------------------------------------------------------------------
-def _check_float(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"`{name}` must be a float tensor with values in [0, 1], got dtype {x.dtype}")
-    if x.numel() and float(x.detach().amax()) > 1.5:
-        raise ValueError(
-            f"`{name}` has values up to {float(x.detach().amax()):.4g}; expected images in [0, 1] "
-            "(divide 0-255 images by 255; the metrics scale to 0-255 inside)"
-        )
-
-
-def _to_255(x: Tensor, quantize: bool) -> Tensor:
-    x = x.detach().to(torch.float64) * 255.0
-    return torch.round(x.clamp(0.0, 255.0)) if quantize else x
-
-
-def _fused_batch(fused: Tensor, name: str = "fused") -> tuple[Tensor, bool]:
-    """H×W / 1×H×W → (1×H×W, False); N×1×H×W → (N×H×W, True)."""
-    _check_float(fused, name)
-    if fused.ndim == 2:
-        return fused.unsqueeze(0), False
-    if fused.ndim == 3 and fused.shape[0] == 1:
-        return fused, False
-    if fused.ndim == 4 and fused.shape[1] == 1:
-        return fused[:, 0], True
-    raise ValueError(
-        f"`{name}` must be a grey image H×W or 1×H×W, or a batch N×1×H×W; got shape {tuple(fused.shape)}"
-    )
-
-
-def _sources_batch(sources: Tensor | Sequence[Tensor], batched: bool, n: int) -> Tensor:
-    """Sources → N×K×H×W, following the layout of the fused image."""
-    if isinstance(sources, (list, tuple)):
-        if batched:
-            raise ValueError("`sources` as a list is for one image; for a batch pass a tensor N×K×1×H×W")
-        if not sources:
-            raise ValueError("`sources` is empty; expected at least one source image")
-        items = []
-        for i, s in enumerate(sources):
-            _check_float(s, f"sources[{i}]")
-            if not (s.ndim == 2 or (s.ndim == 3 and s.shape[0] == 1)):
-                raise ValueError(f"`sources[{i}]` must be a grey image H×W or 1×H×W; got shape {tuple(s.shape)}")
-            items.append(s.reshape(s.shape[-2:]))
-        shapes = {tuple(s.shape) for s in items}
-        if len(shapes) != 1:
-            raise ValueError(f"`sources` images differ in size: {sorted(shapes)}")
-        return torch.stack(items).unsqueeze(0)
-    _check_float(sources, "sources")
-    if not batched:
-        if sources.ndim == 3:
-            return sources.unsqueeze(0)
-        if sources.ndim == 4 and sources.shape[1] == 1:
-            return sources[:, 0].unsqueeze(0)
-        raise ValueError(
-            "`sources` for one fused image must be K×H×W, K×1×H×W or a list of H×W images; "
-            f"got shape {tuple(sources.shape)}"
-        )
-    if sources.ndim != 5 or sources.shape[2] != 1:
-        raise ValueError(
-            f"`sources` for a batch of fused images N×1×H×W must be N×K×1×H×W (grey); got shape {tuple(sources.shape)}"
-        )
-    if sources.shape[0] != n:
-        raise ValueError(f"`sources` has {sources.shape[0]} images but `fused` has {n}; expected the same N")
-    return sources[:, :, 0]
-
-
-def _prepare(
-    fused: Tensor, sources: Tensor | Sequence[Tensor], quantize: bool, min_size: int = 2
-) -> tuple[Tensor, Tensor, bool]:
-    """Validate and convert to 0–255 float64: fused N×H×W, sources N×K×H×W, and whether batched."""
-    f, batched = _fused_batch(fused)
-    s = _sources_batch(sources, batched, f.shape[0])
-    if s.shape[-2:] != f.shape[-2:]:
-        raise ValueError(
-            f"`sources` are {tuple(s.shape[-2:])} (H×W) but `fused` is {tuple(f.shape[-2:])}; expected the same size"
-        )
-    _check_size(f, min_size)
-    return _to_255(f, quantize), _to_255(s.to(f.device), quantize), batched
-
-
-def _prepare_single(image: Tensor, quantize: bool, min_size: int = 2) -> tuple[Tensor, bool]:
-    f, batched = _fused_batch(image, "image")
-    _check_size(f, min_size)
-    return _to_255(f, quantize), batched
-
-
-def _check_size(f: Tensor, min_size: int) -> None:
-    h, w = f.shape[-2:]
-    if h < min_size or w < min_size:
-        raise ValueError(f"images are {h}×{w}; this metric needs at least {min_size}×{min_size} pixels")
-
-
-def _out(values: Tensor, batched: bool) -> Tensor:
-    return values if batched else values[0]
-
-
-def _levels(x: Tensor) -> Tensor:
-    """Integer grey levels 0..255 (``np.uint8(np.round(x))`` for x in [0, 255])."""
-    return torch.round(x).clamp(0, 255).to(torch.int64)
-
-
-def _pearson(x: Tensor, y: Tensor) -> Tensor:
-    """Pearson correlation over the last two dims (CDDFuse CC/SCD formula)."""
-    xc = x - x.mean(dim=(-2, -1), keepdim=True)
-    yc = y - y.mean(dim=(-2, -1), keepdim=True)
-    return (xc * yc).sum(dim=(-2, -1)) / torch.sqrt((xc * xc).sum(dim=(-2, -1)) * (yc * yc).sum(dim=(-2, -1)))
-
-
-# --------------------------------------------------------------------------------------------
-# core implementations on 0–255 float64: fused N×H×W, sources N×K×H×W → (N,)
-# --------------------------------------------------------------------------------------------
-def _entropy(f: Tensor) -> Tensor:
-    n = f.shape[0]
-    idx = _levels(f).reshape(n, -1) + 256 * torch.arange(n, device=f.device)[:, None]
-    p = torch.bincount(idx.flatten(), minlength=256 * n).reshape(n, 256).to(torch.float64)
-    p = p / p.sum(dim=1, keepdim=True)
-    return -(p * torch.log2(torch.where(p > 0, p, torch.ones_like(p)))).sum(dim=1)
-
-
-def _sd(f: Tensor) -> Tensor:
-    return f.flatten(1).std(dim=1, correction=0)
-
-
-def _row_col_sq(f: Tensor) -> tuple[Tensor, Tensor]:
-    rf = (f[..., :, 1:] - f[..., :, :-1]).square()
-    cf = (f[..., 1:, :] - f[..., :-1, :]).square()
-    return rf, cf
-
-
-def _sf(f: Tensor) -> Tensor:
-    rf, cf = _row_col_sq(f)
-    return torch.sqrt(rf.mean(dim=(-2, -1)) + cf.mean(dim=(-2, -1)))
-
-
-def _sf_vifb(f: Tensor) -> Tensor:
-    rf, cf = _row_col_sq(f)
-    mn = f.shape[-2] * f.shape[-1]
-    return torch.sqrt(rf.sum(dim=(-2, -1)) / mn + cf.sum(dim=(-2, -1)) / mn)
-
-
-def _gradient_magnitude(f: Tensor) -> Tensor:
-    """sqrt((G_x² + G_y²)/2) with ``np.gradient`` differences (central inside, one-sided at borders)."""
-    gx = torch.cat(
-        [f[..., :, 1:2] - f[..., :, :1], (f[..., :, 2:] - f[..., :, :-2]) / 2, f[..., :, -1:] - f[..., :, -2:-1]], -1
-    )
-    gy = torch.cat(
-        [f[..., 1:2, :] - f[..., :1, :], (f[..., 2:, :] - f[..., :-2, :]) / 2, f[..., -1:, :] - f[..., -2:-1, :]], -2
-    )
-    return torch.sqrt((gx * gx + gy * gy) / 2)
-
-
-def _ag(f: Tensor) -> Tensor:
-    return _gradient_magnitude(f).mean(dim=(-2, -1))
-
-
-def _ag_matlab(f: Tensor) -> Tensor:
-    h, w = f.shape[-2:]
-    return _gradient_magnitude(f).sum(dim=(-2, -1)) / ((h - 1) * (w - 1))
-
-
-def _mi(f: Tensor, s: Tensor) -> Tensor:
-    n, k = s.shape[:2]
-    lf = _levels(f).reshape(n, 1, -1)
-    ls = _levels(s).reshape(n, k, -1)
-    pair = torch.arange(n * k, device=f.device).reshape(n, k, 1)
-    idx = (pair * 256 + ls) * 256 + lf
-    joint = torch.bincount(idx.flatten(), minlength=n * k * 65536).reshape(n, k, 256, 256).to(torch.float64)
-    joint = joint / joint.sum(dim=(-2, -1), keepdim=True)
-    ps = joint.sum(dim=-1, keepdim=True)
-    pf = joint.sum(dim=-2, keepdim=True)
-    nz = joint > 0
-    safe = torch.where(nz, joint, torch.ones_like(joint))
-    terms = torch.where(nz, joint * (torch.log(safe) - torch.log(ps * pf + ~nz)), torch.zeros_like(joint))
-    return terms.sum(dim=(-2, -1)).sum(dim=1)
-
-
-def _mi_bits(f: Tensor, s: Tensor) -> Tensor:
-    return _mi(f, s) / math.log(2.0)
-
-
-def _mse(f: Tensor, s: Tensor) -> Tensor:
-    return (s - f.unsqueeze(1)).square().mean(dim=(-2, -1)).mean(dim=1)
-
-
-def _psnr(f: Tensor, s: Tensor) -> Tensor:
-    peak = f.flatten(1).amax(dim=1)
-    return 10 * torch.log10(peak * peak / _mse(f, s))
-
-
-def _psnr_255(f: Tensor, s: Tensor) -> Tensor:
-    return 10 * torch.log10(255.0**2 / _mse(f, s))
-
-
-def _psnr_tang(f: Tensor, s: Tensor) -> Tensor:
-    return _psnr_255(f, s) + 20 * math.log10(255.0)
-
-
-def _cc(f: Tensor, s: Tensor) -> Tensor:
-    return _pearson(s, f.unsqueeze(1)).mean(dim=1)
-
-
-def _scd(f: Tensor, s: Tensor) -> Tensor:
-    if s.shape[1] != 2:
-        raise ValueError(f"SCD is defined for two sources; got K = {s.shape[1]}")
-    a, b = s[:, 0], s[:, 1]
-    return _pearson(a, f - b) + _pearson(b, f - a)
-
-
-def _pairs(f: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
-    """Fused repeated over the sources: both (N·K)×1×H×W."""
-    n, k, h, w = s.shape
-    return f.unsqueeze(1).expand(n, k, h, w).reshape(n * k, 1, h, w), s.reshape(n * k, 1, h, w)
-
-
-def _vif_pairs(f: Tensor, s: Tensor) -> Tensor:
-    """VIFp(source, fused) per pair, N×K, as CDDFuse ``compare_viff`` (NaN → 1).
-
-    Same definition as torchmetrics ``visual_information_fidelity`` (see ``VIF_tm_sum``), but with
-    separable filtering: torchmetrics' full 2-D float64 ``conv2d`` is ~10× slower on a CPU.
+    ``fused`` N×1×H×W and ``sources`` N×K×1×H×W, grey, float in [0, 1] (checked by ``_prepare``).
     """
-    _check_size(f, _VIF_MIN_SIZE)
-    dist, ref = _pairs(f, s)
-    b = ref.shape[0]
-    eps = 1e-10
-    num = torch.zeros(b, dtype=ref.dtype, device=ref.device)
-    den = torch.zeros_like(num)
-    for scale in range(1, 5):  # 4 scales (a loop over scales, not pixels)
-        n = 2 ** (5 - scale) + 1
-        g = gaussian_1d(n, n / 5.0, ref.dtype, ref.device)
-        if scale > 1:
-            both = filter_valid(torch.cat([ref, dist]), g)[..., ::2, ::2]
-            ref, dist = both[:b], both[b:]
-        stats = filter_valid(torch.cat([ref, dist, ref * ref, dist * dist, ref * dist]), g)
-        mu1, mu2, e11, e22, e12 = stats.split(b)
-        s1 = (e11 - mu1 * mu1).clamp_min(0)
-        s2 = (e22 - mu2 * mu2).clamp_min(0)
-        s12 = e12 - mu1 * mu2
-        gain = s12 / (s1 + eps)
-        sv = s2 - gain * s12
-        flat_ref = s1 < eps
-        gain = torch.where(flat_ref, 0.0, gain)
-        sv = torch.where(flat_ref, s2, sv)
-        s1 = torch.where(flat_ref, 0.0, s1)
-        flat_dist = s2 < eps
-        gain = torch.where(flat_dist, 0.0, gain)
-        sv = torch.where(flat_dist, 0.0, sv)
-        neg = gain < 0
-        sv = torch.where(neg, s2, sv)
-        gain = torch.where(neg, 0.0, gain)
-        sv = torch.where(sv <= eps, eps, sv)
-        num += torch.log10(1 + gain * gain * s1 / (sv + VIF_SIGMA_N_SQ)).sum(dim=(1, 2, 3))
-        den += torch.log10(1 + s1 / VIF_SIGMA_N_SQ).sum(dim=(1, 2, 3))
-    v = (num / den).reshape(s.shape[:2])
-    return torch.where(torch.isnan(v), torch.ones_like(v), v)
-
-
-def _vif_tm(f: Tensor, s: Tensor) -> Tensor:
-    """Σ_k torchmetrics ``visual_information_fidelity(F, S_k)`` (σ_n² = 2), NaN → 1."""
-    _check_size(f, _VIF_MIN_SIZE)
-    ff, ss = _pairs(f, s)
-    v = _tm_vif(ff, ss, sigma_n_sq=VIF_SIGMA_N_SQ, reduction="none").reshape(s.shape[:2])
-    return torch.where(torch.isnan(v), torch.ones_like(v), v).sum(dim=1)
-
-
-def _vif(f: Tensor, s: Tensor) -> Tensor:
-    return _vif_pairs(f, s).sum(dim=1)
-
-
-def _vif_avg(f: Tensor, s: Tensor) -> Tensor:
-    return _vif_pairs(f, s).mean(dim=1)
-
-
-def _ssim_uniform(f: Tensor, s: Tensor, data_range: float) -> Tensor:
-    """scikit-image ``structural_similarity`` defaults per pair, N×K."""
-    _check_size(f, _SSIM_WIN)
-    x, y = _pairs(f, s)
-    win = _SSIM_WIN
-    cov_norm = win * win / (win * win - 1.0)  # sample covariance
-
-    box = torch.full((win,), 1.0 / win, dtype=x.dtype, device=x.device)
-
-    def filt(t: Tensor) -> Tensor:  # 'valid' = skimage's reflect-filtered map with the border cropped
-        return filter_valid(t, box)
-
-    ux, uy = filt(x), filt(y)
-    vx = cov_norm * (filt(x * x) - ux * ux)
-    vy = cov_norm * (filt(y * y) - uy * uy)
-    vxy = cov_norm * (filt(x * y) - ux * uy)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    smap = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return smap.mean(dim=(-3, -2, -1)).reshape(s.shape[:2])
-
-
-def _ssim_gauss_valid(f: Tensor, s: Tensor) -> Tensor:
-    """Wang et al. / VIFB ``metricsSsim``: Gaussian 11×11 σ 1.5, 'valid', L = 255, per pair N×K."""
-    _check_size(f, _SSIM_GAUSS_WIN)
-    x, y = _pairs(f, s)
-    g = gaussian_1d(_SSIM_GAUSS_WIN, 1.5, x.dtype, x.device)
-
-    def filt(t: Tensor) -> Tensor:
-        return filter_valid(t, g)
-
-    ux, uy = filt(x), filt(y)
-    vx, vy, vxy = filt(x * x) - ux * ux, filt(y * y) - uy * uy, filt(x * y) - ux * uy
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    smap = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return smap.mean(dim=(-3, -2, -1)).reshape(s.shape[:2])
-
-
-def _ssim_tm(f: Tensor, s: Tensor) -> Tensor:
-    """torchmetrics SSIM (Gaussian 11, σ 1.5, reflect padding), data_range 255, per pair N×K."""
-    _check_size(f, _SSIM_GAUSS_WIN)
-    x, y = _pairs(f, s)
-    return _tm_ssim(x, y, data_range=255.0, reduction="none").reshape(s.shape[:2])
-
-
-def _sobel(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Gradient magnitude and angle (CDDFuse ``Qabf_getArray``), x: B×H×W.
-
-    ``convolve2d(x, h, 'same')`` with zero padding, h3 = [[−1,0,1],[−2,0,2],[−1,0,1]] (x) and
-    h1 = [[1,2,1],[0,0,0],[−1,−2,−1]] (y); both are separable, so they are written as shifted
-    differences and [1, 2, 1] smoothing of the zero-padded image (exact on integer images).
-    """
-    p = F.pad(x, (1, 1, 1, 1))
-    h, w = x.shape[-2:]
-    # convolution flips the kernel: sx[i, j] = Σ_r (1,2,1)_r (p[i+r, j] − p[i+r, j+2])
-    dx = p[..., :, :w] - p[..., :, 2:]
-    sx = dx[..., :h, :] + 2 * dx[..., 1 : h + 1, :] + dx[..., 2:, :]
-    dy = p[..., 2:, :] - p[..., :h, :]
-    sy = dy[..., :, :w] + 2 * dy[..., :, 1 : w + 1] + dy[..., :, 2:]
-    mag = torch.sqrt(sx * sx + sy * sy)
-    zero = sx == 0
-    angle = torch.where(zero, torch.full_like(sx, math.pi / 2), torch.atan(sy / torch.where(zero, 1.0, sx)))
-    return mag, angle
-
-
-def _qabf(f: Tensor, s: Tensor) -> Tensor:
-    n, k, h, w = s.shape
-    gf, af = _sobel(f)
-    gs, as_ = _sobel(s.reshape(n * k, h, w))
-    gs, as_ = gs.reshape(n, k, h, w), as_.reshape(n, k, h, w)
-    gf, af = gf.unsqueeze(1), af.unsqueeze(1)
-    one = torch.ones_like(gs)
-    ratio = torch.where(
-        gs > gf,
-        gf / torch.where(gs > gf, gs, one),
-        torch.where(gs == gf, gf.expand_as(gs), gs / torch.where(gs < gf, gf.expand_as(gs), one)),
-    )
-    a = 1 - (as_ - af).abs() / (math.pi / 2)
-    qg = QABF_TG / (1 + torch.exp(QABF_KG * (ratio - QABF_DG)))
-    qa = QABF_TA / (1 + torch.exp(QABF_KA * (a - QABF_DA)))
-    return (qg * qa * gs).sum(dim=(1, 2, 3)) / gs.sum(dim=(1, 2, 3))
-
-
-# name → (implementation, needs sources). Implementations take 0–255 float64 tensors.
-_PAIR_METRICS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "MI": _mi,
-    "SCD": _scd,
-    "VIF": _vif,
-    "Qabf": _qabf,
-    "SSIM": lambda f, s: _ssim_uniform(f, s, 2.0).sum(dim=1),
-    "CC": _cc,
-    "MSE": _mse,
-    "PSNR": _psnr,
-    "MI_bits": _mi_bits,
-    "PSNR_255": _psnr_255,
-    "PSNR_tang": _psnr_tang,
-    "SSIM_dr255": lambda f, s: _ssim_uniform(f, s, 255.0).sum(dim=1),
-    "SSIM_uint8_avg": lambda f, s: _ssim_uniform(torch.round(f), torch.round(s), 255.0).mean(dim=1),
-    "SSIM_tm_avg": lambda f, s: _ssim_tm(f, s).mean(dim=1),
-    "SSIM_vifb_sum": lambda f, s: _ssim_gauss_valid(f, s).sum(dim=1),
-    "VIF_tm_sum": _vif_tm,
-    "VIF_sewar_avg": _vif_avg,
-}
-_SINGLE_METRICS: dict[str, Callable[[Tensor], Tensor]] = {
-    "EN": _entropy,
-    "SD": _sd,
-    "SF": _sf,
-    "AG": _ag,
-    "AG_matlab": _ag_matlab,
-    "SF_vifb": _sf_vifb,
-}
-#: The metrics of the CDDFuse evaluator, in its print order (plus CC, PSNR); ``SSIM`` = skimage, range 2, summed.
-DEFAULT_METRICS: tuple[str, ...] = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "CC", "PSNR")
-#: Every available name: the defaults, MSE and the literature variants (keys of the shared reference JSON).
-ALL_METRICS: tuple[str, ...] = DEFAULT_METRICS + tuple(
-    m for m in (*_SINGLE_METRICS, *_PAIR_METRICS) if m not in DEFAULT_METRICS
-)
-
-
-def _check_names(metrics: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(metrics, str):
-        metrics = (metrics,)
-    names = tuple(metrics)
-    if not names:
-        raise ValueError(f"`metrics` is empty; expected names from {ALL_METRICS}")
-    unknown = [m for m in names if m not in _SINGLE_METRICS and m not in _PAIR_METRICS]
-    if unknown:
-        raise ValueError(f"`metrics` has unknown names {unknown}; expected names from {ALL_METRICS}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"`metrics` has duplicate names: {names}")
-    return names
-
-
-def _compute_all(f: Tensor, s: Tensor, names: Sequence[str]) -> Tensor:
-    """(N, M) table of per-image values, columns in the order of ``names``."""
-    cols = [_SINGLE_METRICS[m](f) if m in _SINGLE_METRICS else _PAIR_METRICS[m](f, s) for m in names]
-    return torch.stack(cols, dim=1)
+    if not (isinstance(fused, Tensor) and fused.ndim == 4):
+        shape = tuple(fused.shape) if isinstance(fused, Tensor) else type(fused).__name__
+        raise ValueError(f"`fused` must be a batch N×1×H×W; got {shape}")
+    f, s, _ = _prepare(fused, sources, quantize)
+    return _compute_all(f, s, names)
 
 
 # --------------------------------------------------------------------------------------------
-# public functional API
+# one Metric per fusion metric
 # --------------------------------------------------------------------------------------------
-def entropy(image: Tensor) -> Tensor:
-    """EN: Shannon entropy in bits of the 256-bin grey-level histogram.
-
-    EN = −Σ_l p_l·log2 p_l, with p the histogram of ``uint8(round(255·image))``.
-    SOURCE: CDDFuse ``Evaluator.EN`` (identical in Tang's MATLAB code and VIFB).
+class FusionMetric(Metric):
+    """Per-image mean of one fusion metric over a test set, correct under DDP; the base of the classes below.
 
     Args:
-        image: H×W, 1×H×W or N×1×H×W, float in [0, 1].
+        variant: the name of :data:`ALL_METRICS` to compute, one of the class's :attr:`names` (default: the first,
+            the CDDFuse evaluator's convention).
+        quantize: round 255·x to integer grey levels first (the evaluator scores 8-bit files). EN and MI always
+            work on integer levels.
+        **kwargs: passed to :class:`torchmetrics.Metric`.
 
-    Returns:
-        0-d tensor (or (N,)) in [0, 8]; 0 for a constant image.
-    """
-    f, b = _prepare_single(image, quantize=True)
-    return _out(_entropy(f), b)
-
-
-def standard_deviation(image: Tensor, quantize: bool = True) -> Tensor:
-    """SD: population standard deviation sqrt(mean((F − μ)²)) on the 0–255 scale.
-
-    SOURCE: CDDFuse ``Evaluator.SD`` (``np.std``). Shapes as :func:`entropy`; range [0, 127.5].
-    """
-    f, b = _prepare_single(image, quantize)
-    return _out(_sd(f), b)
-
-
-def spatial_frequency(image: Tensor, quantize: bool = True, normalisation: str = "cddfuse") -> Tensor:
-    """SF = sqrt(RF² + CF²) on the 0–255 scale.
-
-    ``normalisation="cddfuse"`` (SOURCE: CDDFuse ``Evaluator.SF``): RF² = mean over H×(W−1) of the
-    squared horizontal differences, CF² = mean over (H−1)×W of the squared vertical ones.
-    ``"vifb"`` (SOURCE: VIFB/MEFB ``metricsSpatial_frequency``): both sums divided by H·W.
-    Shapes as :func:`entropy`; ≥ 0, 0 for a constant image.
-    """
-    f, b = _prepare_single(image, quantize)
-    if normalisation not in ("cddfuse", "vifb"):
-        raise ValueError(f"`normalisation` must be 'cddfuse' or 'vifb', got {normalisation!r}")
-    return _out(_sf(f) if normalisation == "cddfuse" else _sf_vifb(f), b)
-
-
-def average_gradient(image: Tensor, quantize: bool = True, normalisation: str = "cddfuse") -> Tensor:
-    """AG: mean of sqrt((G_x² + G_y²)/2) on the 0–255 scale.
-
-    G_x, G_y are ``np.gradient`` differences (central /2 inside, one-sided at the borders).
-    ``normalisation="cddfuse"`` (SOURCE: CDDFuse ``Evaluator.AG``): mean over H×W pixels;
-    ``"matlab"`` (SOURCE: Tang's MATLAB / VIFB): the sum divided by (H−1)(W−1).
-    Shapes as :func:`entropy`; ≥ 0, 0 for a constant image.
-    """
-    f, b = _prepare_single(image, quantize)
-    if normalisation not in ("cddfuse", "matlab"):
-        raise ValueError(f"`normalisation` must be 'cddfuse' or 'matlab', got {normalisation!r}")
-    return _out(_ag(f) if normalisation == "cddfuse" else _ag_matlab(f), b)
-
-
-def mutual_information(fused: Tensor, sources: Tensor | Sequence[Tensor], bits: bool = False) -> Tensor:
-    """MI = Σ_k MI(S_k, F) from 256×256 joint histograms of integer grey levels.
-
-    MI(S, F) = Σ_{s,f} p(s,f)·log(p(s,f)/(p(s)p(f))), natural log (**nats**) by default, as
-    scikit-learn ``mutual_info_score`` (SOURCE: CDDFuse ``Evaluator.MI``); ``bits=True`` divides by
-    ln 2 (Qu et al. / Tang MATLAB without its uint8+1 saturation). Images are rounded to levels.
-    MI(F, F) = EN(F)·ln 2. Shapes: see the module docstring. Returns ≥ 0.
-    """
-    f, s, b = _prepare(fused, sources, quantize=True)
-    return _out(_mi_bits(f, s) if bits else _mi(f, s), b)
-
-
-def sum_of_correlation_differences(
-    fused: Tensor, sources: Tensor | Sequence[Tensor], quantize: bool = True
-) -> Tensor:
-    """SCD = corr(A, F − B) + corr(B, F − A), Pearson over all pixels; exactly two sources.
-
-    SOURCE: Aslantas & Bendes 2015; CDDFuse ``Evaluator.SCD``. Range [−2, 2].
-    """
-    f, s, b = _prepare(fused, sources, quantize)
-    return _out(_scd(f, s), b)
-
-
-def correlation_coefficient(fused: Tensor, sources: Tensor | Sequence[Tensor], quantize: bool = True) -> Tensor:
-    """CC = mean_k corr(S_k, F), Pearson over all pixels (SOURCE: CDDFuse ``Evaluator.CC``). Range [−1, 1]."""
-    f, s, b = _prepare(fused, sources, quantize)
-    return _out(_cc(f, s), b)
-
-
-def mean_squared_error(fused: Tensor, sources: Tensor | Sequence[Tensor], quantize: bool = True) -> Tensor:
-    """MSE = mean_k mean((S_k − F)²) on the 0–255 scale (SOURCE: CDDFuse ``Evaluator.MSE``)."""
-    f, s, b = _prepare(fused, sources, quantize)
-    return _out(_mse(f, s), b)
-
-
-def peak_signal_noise_ratio(
-    fused: Tensor, sources: Tensor | Sequence[Tensor], quantize: bool = True, peak: str = "fused"
-) -> Tensor:
-    """PSNR = 10·log10(P² / MSE) in dB, MSE as :func:`mean_squared_error`.
-
-    ``peak="fused"``: P = max(F) (SOURCE: CDDFuse ``Evaluator.PSNR``); ``"255"``: P = 255;
-    ``"tang"``: Tang's MATLAB ``PSNR_evaluation`` = the peak-255 value + 20·log10(255) (≈ +48.13 dB).
-    """
-    f, s, b = _prepare(fused, sources, quantize)
-    fns = {"fused": _psnr, "255": _psnr_255, "tang": _psnr_tang}
-    if peak not in fns:
-        raise ValueError(f"`peak` must be one of {sorted(fns)}, got {peak!r}")
-    return _out(fns[peak](f, s), b)
-
-
-def visual_information_fidelity(
-    fused: Tensor, sources: Tensor | Sequence[Tensor], quantize: bool = True, reduction: str = "sum"
-) -> Tensor:
-    """VIF = Σ_k VIFp(S_k, F), pixel-domain multi-scale VIF (Sheikh & Bovik), σ_n² = 2, on 0–255.
-
-    4 scales, Gaussian windows N = 17, 9, 5, 3 (σ = N/5), 'valid' filtering, 2× subsampling;
-    VIFp = Σ log10(1 + g²σ_S²/(σ_v² + σ_n²)) / Σ log10(1 + σ_S²/σ_n²); NaN (a flat source) → 1.
-    SOURCE: CDDFuse ``compare_viff``; torchmetrics ``visual_information_fidelity`` has the same
-    definition (``VIF_tm_sum`` calls it; equal within 1e-12) but filters with full 2-D float64
-    convolutions, ~10× slower on a CPU than the separable filtering used here. ``reduction="sum"`` (CDDFuse) or ``"mean"`` (TDFusion / sewar).
-    Needs H, W ≥ 41.
-    """
-    f, s, b = _prepare(fused, sources, quantize, _VIF_MIN_SIZE)
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"`reduction` must be 'sum' or 'mean', got {reduction!r}")
-    return _out(_vif(f, s) if reduction == "sum" else _vif_avg(f, s), b)
-
-
-def qabf(fused: Tensor, sources: Tensor | Sequence[Tensor], quantize: bool = True) -> Tensor:
-    """Q^AB/F (Xydeas & Petrović 2000): edge information transferred from the sources to F.
-
-    Sobel S_x = [[−1,0,1],[−2,0,2],[−1,0,1]], S_y = [[1,2,1],[0,0,0],[−1,−2,−1]] ('same', zero
-    padding); g = sqrt(S_x² + S_y²), α = atan(S_y/S_x) (π/2 where S_x = 0). G_SF = min(g_S, g_F) /
-    max(g_S, g_F), but g_F where g_S = g_F (CDDFuse quirk: flat areas give 0); A_SF = 1 − |α_S − α_F|/(π/2);
-    Q_SF = Tg/(1 + e^{kg(G − Dg)}) · Ta/(1 + e^{ka(A − Da)}), Tg 0.9994, kg −15, Dg 0.5, Ta 0.9879,
-    ka −22, Da 0.8; Qabf = Σ_k Σ Q_{S_k F}·g_{S_k} / Σ_k Σ g_{S_k} (NaN if every source is flat).
-    SOURCE: CDDFuse ``Evaluator.Qabf``. Range [0, 1).
-    """
-    f, s, b = _prepare(fused, sources, quantize, 3)
-    return _out(_qabf(f, s), b)
-
-
-def structural_similarity(
-    fused: Tensor,
-    sources: Tensor | Sequence[Tensor],
-    quantize: bool = True,
-    data_range: float = 2.0,
-    reduction: str = "sum",
-    window: str = "skimage",
-) -> Tensor:
-    """SSIM(F, S_k) summed (or averaged) over the sources, images on 0–255.
-
-    ``window="skimage"`` (default; SOURCE: CDDFuse ``Evaluator.SSIM`` = scikit-image
-    ``structural_similarity`` defaults): 7×7 uniform window, sample covariance (×49/48),
-    C1 = (0.01·data_range)², C2 = (0.03·data_range)², mean of the map with its 3-pixel border cropped.
-    ``data_range=2`` reproduces scikit-image 0.19.3 on float input (what the papers printed);
-    255 is the corrected call. ``window="vifb"``: Gaussian 11×11 σ 1.5 (MATLAB ``fspecial``), 'valid',
-    L = 255 (SOURCE: VIFB ``metricsSsim``). ``window="torchmetrics"``: torchmetrics SSIM
-    (Gaussian 11, σ 1.5, reflect padding), L = 255. ``data_range`` only applies to "skimage".
-    """
-    f, s, b = _prepare(fused, sources, quantize, _SSIM_GAUSS_WIN if window != "skimage" else _SSIM_WIN)
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"`reduction` must be 'sum' or 'mean', got {reduction!r}")
-    if window == "skimage":
-        if not data_range > 0:
-            raise ValueError(f"`data_range` must be positive, got {data_range}")
-        per = _ssim_uniform(f, s, float(data_range))
-    elif window == "vifb":
-        per = _ssim_gauss_valid(f, s)
-    elif window == "torchmetrics":
-        per = _ssim_tm(f, s)
-    else:
-        raise ValueError(f"`window` must be 'skimage', 'vifb' or 'torchmetrics', got {window!r}")
-    return _out(per.sum(dim=1) if reduction == "sum" else per.mean(dim=1), b)
-
-
-def evaluate(
-    fused: Tensor,
-    sources: Tensor | Sequence[Tensor],
-    metrics: Sequence[str] = DEFAULT_METRICS,
-    quantize: bool = True,
-) -> dict[str, float]:
-    """All requested fusion metrics of one fused image (or the per-image mean over a batch).
-
-    Args:
-        fused: grey fused image H×W or 1×H×W (or a batch N×1×H×W), float in [0, 1].
-        sources: its sources K×H×W, K×1×H×W or a list of K images (or N×K×1×H×W); K = 2 for SCD.
-        metrics: names from :data:`ALL_METRICS`; default :data:`DEFAULT_METRICS` (CDDFuse's set).
-        quantize: round 255·x to integer grey levels first (the evaluator scores 8-bit files).
-
-    Returns:
-        ``{name: value}`` as Python floats, conventions of the module docstring.
+    ``update(fused, sources)``: fused N×1×H×W, sources N×K×1×H×W (grey, float in [0, 1]; sizes may change between
+    batches); :attr:`last_scores` then holds the batch's N values (float64, detached). ``compute()``: the mean of
+    the per-image values seen so far, a 0-d float64 tensor (NaN before any update).
 
     Example:
-        >>> a, b = torch.rand(2, 64, 64, generator=torch.Generator().manual_seed(0))
-        >>> sorted(evaluate((a + b) / 2, [a, b], metrics=("EN", "MI")))
-        ['EN', 'MI']
+        >>> m = AverageGradient("AG_matlab")  # a subclass: its ``names`` are the variants it computes
+        >>> m.update(torch.full((2, 1, 8, 8), 0.5), torch.full((2, 2, 1, 8, 8), 0.5))
+        >>> m.last_scores, m.compute()
+        (tensor([0., 0.], dtype=torch.float64), tensor(0., dtype=torch.float64))
     """
-    names = _check_names(metrics)
-    f, s, _ = _prepare(fused, sources, quantize)
-    table = _compute_all(f, s, names).mean(dim=0)
-    return {m: float(v) for m, v in zip(names, table, strict=True)}
+
+    is_differentiable = False
+    higher_is_better: bool | None = True
+    full_state_update = False
+    #: The names of :data:`ALL_METRICS` the class computes (``variant``); the first is the default.
+    names: ClassVar[tuple[str, ...]] = ()
+
+    total: Tensor
+    count: Tensor
+
+    def __init__(self, variant: str | None = None, quantize: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if variant is None:
+            variant = self.names[0]
+        if variant not in self.names:
+            raise ValueError(f"{type(self).__name__}: unknown variant {variant!r}; expected one of {self.names}")
+        self.metric_name: str = variant
+        self.quantize = quantize
+        self.last_scores: Tensor | None = None  # the last batch's per-image values (for per-image results)
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, fused: Tensor, sources: Tensor) -> None:
+        """Add a batch: fused N×1×H×W, sources N×K×1×H×W, grey, float in [0, 1]."""
+        values = _batch_table(fused, sources, self.quantize, (self.metric_name,))[:, 0]
+        self.last_scores = values.detach()
+        self.total += values.sum().to(self.total.device)
+        self.count += values.shape[0]
+
+    def compute(self) -> Tensor:
+        """Mean per-image value (0-d float64)."""
+        return self.total / self.count
+
+    def extra_repr(self) -> str:
+        return f"variant={self.metric_name!r}, quantize={self.quantize}"
 
 
-def read_evaluator_grey(path: str | Path) -> Tensor:
-    """Read an image file as the fusion evaluator does, as a 1×H×W float32 tensor in [0, 1].
+class Entropy(FusionMetric):
+    """EN (bits, [0, 8]) of the fused image: :func:`entropy`. SOURCE: CDDFuse ``Evaluator.EN``.
 
-    ``np.round(cv2.cvtColor(cv2.imread(path).astype('float32'), cv2.COLOR_BGR2GRAY)) / 255``:
-    grey files become three equal channels first; Y = 0.299R + 0.587G + 0.114B, rounded.
-    SOURCE: CDDFuse ``utils/Evaluator.py`` ``image_read_cv2(path, 'GRAY')``.
+    Example:
+        >>> a, b = torch.rand(2, 1, 1, 32, 32, generator=torch.Generator().manual_seed(0))  # N = 1
+        >>> m = Entropy()
+        >>> m.update((a + b) / 2, torch.stack([a, b], 1))
+        >>> m.last_scores.shape, m.compute().dtype
+        (torch.Size([1]), torch.float64)
     """
-    import cv2
-    import numpy as np
 
-    img = cv2.imread(str(path))
-    if img is None:
-        raise FileNotFoundError(f"{path}: cannot read as an image (expected an 8-bit PNG/JPEG/BMP/TIFF)")
-    grey = np.round(cv2.cvtColor(img.astype("float32"), cv2.COLOR_BGR2GRAY))
-    return torch.from_numpy(grey.astype(np.float32) / 255.0).unsqueeze(0)
+    names = ("EN",)
+    plot_lower_bound = 0.0
+    plot_upper_bound = 8.0
+
+
+class StandardDeviation(FusionMetric):
+    """SD (0–255 scale, [0, 127.5]) of the fused image: :func:`standard_deviation`. SOURCE: CDDFuse ``Evaluator.SD``."""
+
+    names = ("SD",)
+
+
+class SpatialFrequency(FusionMetric):
+    """SF (0–255 scale, ≥ 0) of the fused image: :func:`spatial_frequency`; ``"SF_vifb"``: VIFB's normalisation."""
+
+    names = ("SF", "SF_vifb")
+
+
+class AverageGradient(FusionMetric):
+    """AG (0–255 scale, ≥ 0) of the fused image: :func:`average_gradient`; ``"AG_matlab"``: Tang's normalisation."""
+
+    names = ("AG", "AG_matlab")
+
+
+class MutualInformation(FusionMetric):
+    """MI = Σ_k MI(S_k, F), nats (≥ 0): :func:`mutual_information`; ``"MI_bits"``: in bits."""
+
+    names = ("MI", "MI_bits")
+
+
+class SumOfCorrelationDifferences(FusionMetric):
+    """SCD ([−2, 2], exactly two sources): :func:`sum_of_correlation_differences`. SOURCE: CDDFuse ``Evaluator.SCD``."""
+
+    names = ("SCD",)
+
+
+class VisualInformationFidelity(FusionMetric):
+    """VIF = Σ_k VIFp(S_k, F) (H, W ≥ 41): :func:`visual_information_fidelity`; ``"VIF_tm_sum"``: torchmetrics'
+    implementation, ``"VIF_sewar_avg"``: the mean over the sources."""
+
+    names = ("VIF", "VIF_tm_sum", "VIF_sewar_avg")
+
+
+class Qabf(FusionMetric):
+    """Q^AB/F ([0, 1)): :func:`qabf` (Xydeas & Petrović 2000, CDDFuse's quirk). SOURCE: CDDFuse ``Evaluator.Qabf``.
+
+    Example:
+        >>> a, b = torch.rand(2, 1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+        >>> m = Qabf()
+        >>> m.update(a, torch.stack([a, b], 1))
+        >>> 0 < float(m.compute()) < 1
+        True
+    """
+
+    names = ("Qabf",)
+    plot_lower_bound = 0.0
+    plot_upper_bound = 1.0
+
+
+class StructuralSimilarity(FusionMetric):
+    """SSIM(F, S_k) summed over the sources: :func:`structural_similarity`. ``"SSIM"``: scikit-image, data range 2
+    (what the papers printed); ``"SSIM_dr255"``: range 255; ``"SSIM_uint8_avg"``: rounded, range 255, mean;
+    ``"SSIM_tm_avg"``: torchmetrics, mean; ``"SSIM_vifb_sum"``: VIFB's Gaussian 'valid' SSIM, sum.
+
+    Example:
+        >>> a = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> m = StructuralSimilarity()
+        >>> m.update(a, torch.stack([a, a], 1))
+        >>> m.compute()  # summed over the two sources
+        tensor(2., dtype=torch.float64)
+    """
+
+    names = ("SSIM", "SSIM_dr255", "SSIM_uint8_avg", "SSIM_tm_avg", "SSIM_vifb_sum")
+
+
+class CorrelationCoefficient(FusionMetric):
+    """CC = mean_k corr(S_k, F) ([−1, 1]): :func:`correlation_coefficient`. SOURCE: CDDFuse ``Evaluator.CC``."""
+
+    names = ("CC",)
+
+
+class PeakSignalNoiseRatio(FusionMetric):
+    """PSNR (dB) with the fused image's peak: :func:`peak_signal_noise_ratio`; ``"PSNR_255"``: peak 255,
+    ``"PSNR_tang"``: Tang's MATLAB value. Not torchmetrics' PSNR (whose peak is the data range).
+
+    Example:
+        >>> m = PeakSignalNoiseRatio("PSNR_255")
+        >>> m.update(torch.ones(1, 1, 4, 4), torch.full((1, 2, 1, 4, 4), 0.8))  # MSE 51²
+        >>> round(float(m.compute()), 3)
+        13.979
+    """
+
+    names = ("PSNR", "PSNR_255", "PSNR_tang")
+
+
+class MeanSquaredError(FusionMetric):
+    """MSE = mean_k mean((S_k − F)²) on the 0–255 scale: :func:`mean_squared_error`. Lower is better.
+
+    Example:
+        >>> m = MeanSquaredError()
+        >>> m.update(torch.ones(1, 1, 4, 4), torch.full((1, 2, 1, 4, 4), 0.8))
+        >>> m.compute()
+        tensor(2601., dtype=torch.float64)
+    """
+
+    names = ("MSE",)
+    higher_is_better = False
+
+
+_CLASSES: tuple[type[FusionMetric], ...] = (
+    Entropy, StandardDeviation, SpatialFrequency, AverageGradient, MutualInformation, SumOfCorrelationDifferences,
+    VisualInformationFidelity, Qabf, StructuralSimilarity, CorrelationCoefficient, PeakSignalNoiseRatio,
+    MeanSquaredError,
+)
+_CLASS_OF: dict[str, type[FusionMetric]] = {name: cls for cls in _CLASSES for name in cls.names}
+
+
+def fusion_metric(name: str, quantize: bool = True, **kwargs: Any) -> FusionMetric:
+    """The ``Metric`` of one name of :data:`ALL_METRICS` (e.g. ``"Qabf"`` → :class:`Qabf`,
+    ``"PSNR_255"`` → ``PeakSignalNoiseRatio("PSNR_255")``); ``kwargs`` go to :class:`torchmetrics.Metric`.
+
+    Example:
+        >>> fusion_metric("PSNR_255")
+        PeakSignalNoiseRatio(variant='PSNR_255', quantize=True)
+    """
+    (name,) = _check_names((name,))
+    return _CLASS_OF[name](name, quantize=quantize, **kwargs)
+
+
+def fusion_metric_collection(
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    quantize: bool = True,
+    prefix: str | None = None,
+    postfix: str | None = None,
+) -> MetricCollection:
+    """A ``MetricCollection`` of :func:`fusion_metric` per name, keyed by the lower-cased name (``"qabf"``).
+
+    Args:
+        metrics: names from :data:`ALL_METRICS`; default :data:`DEFAULT_METRICS` (CDDFuse's set).
+        quantize: passed to every metric (see :class:`FusionMetric`).
+        prefix, postfix: of the keys (``prefix="test/"`` → ``"test/qabf"``), as ``MetricCollection``'s.
+
+    Returns:
+        The collection, with ``compute_groups=False`` (see the module docstring), its keys in the order of
+        ``metrics`` (so are per-image columns; a ``MetricCollection`` built from a dict sorts them).
+        ``update(fused, sources)`` updates every metric; ``compute()`` → ``{key: 0-d float64}``.
+
+    Example:
+        >>> c = fusion_metric_collection(("EN", "Qabf"), prefix="val/")
+        >>> a, b = torch.rand(2, 2, 1, 32, 32, generator=torch.Generator().manual_seed(0))  # N = 2
+        >>> c.update((a + b) / 2, torch.stack([a, b], 1))
+        >>> sorted(c.compute()), [m.last_scores.shape for m in c.values()]
+        (['val/en', 'val/qabf'], [torch.Size([2]), torch.Size([2])])
+    """
+    first, *rest = _check_names(metrics)
+    collection = MetricCollection({first.lower(): fusion_metric(first, quantize)}, prefix=prefix, postfix=postfix,
+                                  compute_groups=False)
+    for m in rest:  # one at a time: add_metrics sorts the keys of each dict it is given
+        collection.add_metrics({m.lower(): fusion_metric(m, quantize)})
+    return collection
 
 
 # --------------------------------------------------------------------------------------------
-# torchmetrics Metric
+# all metrics in one Metric
 # --------------------------------------------------------------------------------------------
 class FusionMetrics(Metric):
     """Per-image means of fusion metrics over a test set, correct under DDP.
@@ -719,7 +371,9 @@ class FusionMetrics(Metric):
     ``update(fused, sources)`` takes a batch, fused N×1×H×W and sources N×K×1×H×W (grey, float in
     [0, 1]; images may differ in size between batches); it adds each image's values to a sum state
     and N to a count, both with ``dist_reduce_fx="sum"``. ``compute()`` returns ``{name: mean}``
-    as 0-d float64 tensors. Definitions and conventions: see the module docstring.
+    as 0-d float64 tensors. Definitions and conventions: :mod:`metrics.functional.fusion_core`.
+    After each ``update``, :attr:`last_scores` is ``{name: Tensor[N]}`` (the batch's per-image values).
+    One ``Metric`` per name: :func:`fusion_metric_collection`.
 
     Args:
         metrics: names from :data:`ALL_METRICS`; default :data:`DEFAULT_METRICS`.
@@ -749,11 +403,7 @@ class FusionMetrics(Metric):
         self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, fused: Tensor, sources: Tensor) -> None:
-        if not (isinstance(fused, Tensor) and fused.ndim == 4):
-            shape = tuple(fused.shape) if isinstance(fused, Tensor) else type(fused).__name__
-            raise ValueError(f"`fused` must be a batch N×1×H×W; got {shape}")
-        f, s, _ = _prepare(fused, sources, self.quantize)
-        table = _compute_all(f, s, self.metric_names)
+        table = _batch_table(fused, sources, self.quantize, self.metric_names)
         self.last_scores = {m: table[:, i].detach() for i, m in enumerate(self.metric_names)}
         self.sums += table.sum(dim=0).to(self.sums.device)
         self.count += table.shape[0]
@@ -761,4 +411,3 @@ class FusionMetrics(Metric):
     def compute(self) -> dict[str, Tensor]:
         means = self.sums / self.count
         return {m: means[i] for i, m in enumerate(self.metric_names)}
-

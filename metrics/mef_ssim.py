@@ -1,7 +1,7 @@
 """MEF-SSIM (Ma, Zeng & Wang, TIP 2015) as a torchmetrics ``Metric``: per-image scores, averaged.
 
-The score itself is :func:`losses.mef_ssim.mef_ssim` (one implementation shared with DeepFuse's
-loss). ``multiscale=True`` gives ``mef_ms_ssim`` (oQ), the number the MEFB benchmark reports;
+The score itself is :func:`metrics.functional.mef_ssim.mef_ssim` (one implementation; DeepFuse's loss,
+:class:`losses.mef_ssim.MEFSSIMLoss`, derives from it). ``multiscale=True`` gives ``mef_ms_ssim`` (oQ), the number the MEFB benchmark reports;
 ``False`` gives single-scale ``mef_ssim`` (Q). Inputs are grey / Y images: convert RGB first
 (MEFB: MATLAB ``rgb2gray``; DeepFuse: Y of ``rgb2ycbcr``); the conversion changes the numbers.
 """
@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from losses.mef_ssim import mef_ssim
+from metrics.functional.mef_ssim import mef_ssim
 
 __all__ = ["MEFSSIM"]
 
@@ -26,7 +26,15 @@ class MEFSSIM(Metric):
         **kwargs: passed to :class:`torchmetrics.Metric`.
 
     ``update(fused, sources)``: fused N×1×H×W, sources N×K×1×H×W (K ≥ 2). ``compute()`` returns
-    the mean of the per-image scores seen so far (float32 scalar; NaN before any update).
+    the mean of the per-image scores seen so far (float32 scalar; NaN before any update);
+    :attr:`last_scores` holds the last batch's N scores.
+
+    Example:
+        >>> m = MEFSSIM()
+        >>> stack = torch.rand(2, 2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> m.update(stack[:, 0], stack)
+        >>> m.last_scores.shape, bool(-1 <= m.compute() <= 1)
+        (torch.Size([2]), True)
     """
 
     is_differentiable = True

@@ -40,7 +40,7 @@ from losses.mef_ssim import MEFSSIMLoss
 from losses.vgg import VGG19Features
 from metrics.dped import DPEDMSSSIM, DPEDPSNR, DPEDBatchPSNR
 from metrics.full_reference import MAE, PSNR, SSIM, VARIANTS
-from metrics.fusion import ALL_METRICS, FusionMetrics
+from metrics.fusion import ALL_METRICS, FusionMetrics, Qabf, fusion_metric_collection
 from metrics.mef_ssim import MEFSSIM
 from metrics.no_reference import LOE, NIQE, ColourCast, MeanBrightness
 
@@ -342,13 +342,13 @@ def _grey_fusion(h: int, k: int = 2) -> Callable[[torch.device], tuple[Tensor, T
 _NIQE_META = pytest.mark.xfail(
     strict=True,
     raises=(RuntimeError, NotImplementedError),
-    reason="NIQE reads host values by design: metrics/no_reference.py:308 `[float(v) for v in g]` (Tensor.item on "
-    "the window taps), metrics/no_reference.py:242 `counts.cpu().numpy()` (NumPy pairwise-summation plan)",
+    reason="NIQE reads host values by design: metrics/niqe.py:286 `[float(v) for v in g]` (Tensor.item on "
+    "the window taps), metrics/niqe.py:220 `counts.cpu().numpy()` (NumPy pairwise-summation plan)",
 )
 _FUSION_META = pytest.mark.xfail(
     strict=True,
     raises=(RuntimeError, NotImplementedError),
-    reason="metrics/fusion.py:90 `_check_float`: float(x.amax()) (Tensor.item, by design: refuses 0–255 input); "
+    reason="metrics/functional/fusion_core.py:85 `_check_float`: float(x.amax()) (Tensor.item, by design: refuses 0–255 input); "
     "the metric bodies: see test_fusion_metric_core_on_meta",
 )
 
@@ -360,6 +360,8 @@ METRICS: dict[str, tuple[Callable[[], Any], Callable[[torch.device], tuple[Tenso
     "MEFSSIM-multiscale-K3": (lambda: MEFSSIM(multiscale=True), _grey_fusion(48, k=3)),
     "FusionMetrics": (FusionMetrics, _grey_fusion(48)),
     "FusionMetrics-all-unquantised": (lambda: FusionMetrics(ALL_METRICS, quantize=False), _grey_fusion(48)),
+    "fusion.Qabf": (Qabf, _grey_fusion(48)),
+    "fusion_metric_collection": (fusion_metric_collection, _grey_fusion(48)),
     "DPEDPSNR": (DPEDPSNR, _rgb_pair),
     "DPEDMSSSIM": (DPEDMSSSIM, _rgb_pair),
     "DPEDBatchPSNR": (DPEDBatchPSNR, _rgb_pair),
@@ -368,7 +370,8 @@ METRICS: dict[str, tuple[Callable[[], Any], Callable[[torch.device], tuple[Tenso
     "MeanBrightness": (MeanBrightness, lambda d: (_rgb_pair(d)[0],)),
     "ColourCast": (ColourCast, lambda d: (_rgb_pair(d)[0],)),
 }
-META_XFAIL = {"NIQE": _NIQE_META, "FusionMetrics": _FUSION_META, "FusionMetrics-all-unquantised": _FUSION_META}
+META_XFAIL = {"NIQE": _NIQE_META, "FusionMetrics": _FUSION_META, "FusionMetrics-all-unquantised": _FUSION_META,
+              "fusion.Qabf": _FUSION_META, "fusion_metric_collection": _FUSION_META}
 
 
 def _run_metric(name: str, device: torch.device, amp_dtype: torch.dtype | None = None) -> tuple[Any, list[Tensor]]:

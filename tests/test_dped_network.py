@@ -389,3 +389,28 @@ def test_generator_loss_weights_and_skipping(monkeypatch, tmp_path):
         out_bf = loss(e, d, logits)
     assert out_bf["total"].dtype == torch.float32
     torch.testing.assert_close(out_bf["total"], loss(e, d, logits)["total"])
+
+
+def test_generator_loss_owns_the_presets_and_is_built_from_the_term_modules():
+    """DPEDGeneratorLoss is the one home of the presets: None (or a missing key) = the preset's weight."""
+    from losses.dped import OFFICIAL_WEIGHTS, ColorLoss, TextureLoss, TVLoss
+
+    assert DPEDGeneratorLoss.preset_weights("official") == OFFICIAL_WEIGHTS
+    assert DPEDGeneratorLoss.preset_weights("alternative") == ALTERNATIVE_WEIGHTS
+    partial = {"content": 0.0, "color": None, "texture": 2.0, "tv": None}
+    assert DPEDGeneratorLoss.resolve_weights(partial, "alternative") == {"content": 0.0, "color": 0.1, "texture": 2.0,
+                                                                          "tv": 400.0}
+    loss = DPEDGeneratorLoss(weights=partial, preset="alternative")
+    assert loss.weights == DPEDGeneratorLoss.resolve_weights(partial, "alternative") and loss.vgg is None
+    assert [type(m) for m in loss.terms.values()] == [ColorLoss, TextureLoss, TVLoss]
+    assert all(m.loss_weight == 1.0 for m in loss.terms.values()) and loss.state_dict() == {}
+    with pytest.raises(ValueError, match="preset"):
+        DPEDGeneratorLoss.preset_weights("paper")
+    vgg = torch.nn.Identity()
+    shared = DPEDGeneratorLoss(vgg=vgg)
+    assert shared.vgg is vgg and [name for name, _ in shared.named_modules() if name.endswith("vgg")] == ["vgg"]
+    features = DPEDGeneratorLoss(vgg=VGG19Features("relu1_2", pretrained=False))  # checkpoints keep ``vgg.*`` keys
+    keys = list(features.state_dict())
+    assert keys and all(k.startswith("vgg.") for k in keys) and features.state_dict().keys() == features.vgg.state_dict(
+        prefix="vgg.").keys()
+

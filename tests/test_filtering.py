@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import losses.mef_ssim as mef_ssim_module
+import metrics.functional.mef_ssim as mef_ssim_module
 from losses.filtering import _filter_valid_conv, filter_valid, gaussian_1d
 from losses.mef_ssim import mef_ssim_per_scale
 

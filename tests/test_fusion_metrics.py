@@ -1,4 +1,4 @@
-"""Fusion metrics (metrics/fusion.py): reference values of the CDDFuse evaluator, closed forms, Metric, errors."""
+"""Fusion metrics (metrics/fusion.py, metrics/functional/fusion*.py): reference values of the CDDFuse evaluator, closed forms, Metric, errors."""
 
 from __future__ import annotations
 
@@ -253,6 +253,65 @@ def test_fusion_metric_accumulates_per_image_means() -> None:
     part1.merge_state(part2)
     for m in DEFAULT_METRICS:
         assert float(part1.compute()[m]) == pytest.approx(float(out[m]), rel=1e-12)
+
+
+def test_one_metric_per_name_equals_fusion_metrics_and_keeps_per_image_values() -> None:
+    """The per-metric classes (one per name of ALL_METRICS) give FusionMetrics' values, per image and mean; the
+    collection's per-image columns are the lower-cased names, as FusionMetrics' were."""
+    from lightning_modules.per_image import per_image_scores
+    from metrics.fusion import FusionMetric, MeanSquaredError, Qabf, fusion_metric, fusion_metric_collection
+
+    assert {fusion_metric(m).metric_name for m in ALL_METRICS} == set(ALL_METRICS)
+    assert {cls for cls in (type(fusion_metric(m)) for m in ALL_METRICS)} == set(FusionMetric.__subclasses__())
+    assert isinstance(fusion_metric("Qabf"), Qabf) and not MeanSquaredError.higher_is_better
+    batches = []
+    for seed, hw in ((12, 48), (13, 44)):
+        s = _rand(2, 2, 1, hw, hw, seed=seed)
+        batches.append(((s.mean(1) + 0.02).clamp(0, 1), s))
+    whole, collection = FusionMetrics(ALL_METRICS), fusion_metric_collection(ALL_METRICS, prefix="test/")
+    assert list(fusion_metric_collection()) == [m.lower() for m in DEFAULT_METRICS]
+    for f, s in batches:
+        whole.update(f, s)
+        collection.update(f, s)
+        rows = per_image_scores(collection, "mean_")
+        assert rows.keys() == {f"mean_{m.lower()}" for m in ALL_METRICS}
+        for m in ALL_METRICS:
+            assert torch.equal(rows[f"mean_{m.lower()}"], whole.last_scores[m]), m
+        assert per_image_scores(collection) == {}  # reading consumes the values
+    means = collection.compute()
+    for m, v in whole.compute().items():
+        assert v.dtype == means[f"test/{m.lower()}"].dtype == torch.float64
+        assert torch.equal(v, means[f"test/{m.lower()}"]), m
+    assert all(m.update_count == 2 for m in collection.values())
+    collection.reset()
+    assert all(int(m.count) == 0 for m in collection.values())
+
+
+def test_collection_does_not_merge_metrics_with_equal_first_states() -> None:
+    """PSNR (peak = max of the fused image) and PSNR_255 agree while the fused peak is 255: torchmetrics' compute
+    groups would merge them after that first batch and then update only one (the factory turns them off)."""
+    from metrics.fusion import fusion_metric_collection
+
+    s = _rand(1, 2, 1, 48, 48, seed=14)
+    f = s.mean(1)
+    f[..., 0, 0] = 1.0  # peak 255
+    collection = fusion_metric_collection(("PSNR", "PSNR_255"))
+    collection.update(f, s)
+    assert torch.equal(collection["psnr"].total, collection["psnr_255"].total)
+    collection.update(f * 0.5, s)  # peak 127.5: the two now differ
+    out = collection.compute()
+    assert float(out["psnr"]) != pytest.approx(float(out["psnr_255"]), abs=1e-3)
+
+
+def test_per_metric_class_errors() -> None:
+    from metrics.fusion import PeakSignalNoiseRatio, fusion_metric
+
+    with pytest.raises(ValueError, match="unknown variant 'SSIM'"):
+        PeakSignalNoiseRatio("SSIM")
+    with pytest.raises(ValueError, match="unknown names"):
+        fusion_metric("Qab")
+    with pytest.raises(ValueError, match="N×1×H×W"):
+        PeakSignalNoiseRatio().update(torch.rand(32, 32), torch.rand(2, 32, 32))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import pytest
 import torch
 from conftest import require_niqe_model
 
+import metrics.niqe as nq
 import metrics.no_reference as nr
 from metrics.no_reference import (
     LOE,
@@ -163,26 +164,26 @@ def test_niqe_matches_basicsr_on_synthetic(basicsr, name):
 
 
 def test_imresize_bit_identical_to_basicsr(basicsr):
-    y = nr._y_channel(to_tensor(synthetic("odd_size")))[0, :192, :288]
+    y = nq._y_channel(to_tensor(synthetic("odd_size")))[0, :192, :288]
     ref = basicsr.imresize(y.numpy() / 255.0, scale=0.5, antialiasing=True)
-    ours = nr._imresize_half(nr._r32(y.double() / 255).float(), blas_float32=True).numpy()
+    ours = nq._imresize_half(nq._r32(y.double() / 255).float(), blas_float32=True).numpy()
     assert ref.dtype == ours.dtype == np.float32
     np.testing.assert_array_equal(ours, ref)
 
 
 def test_default_imresize_within_one_ulp_of_blas_path():
-    y = nr._y_channel(to_tensor(synthetic("texture")))[0, :192, :288]
-    img = nr._r32(y.double() / 255).float()
-    a, b = nr._imresize_half(img), nr._imresize_half(img, blas_float32=True)
+    y = nq._y_channel(to_tensor(synthetic("texture")))[0, :192, :288]
+    img = nq._r32(y.double() / 255).float()
+    a, b = nq._imresize_half(img), nq._imresize_half(img, blas_float32=True)
     assert a.shape == (96, 144) and a.dtype == torch.float32
     ulp = torch.nextafter(a.abs(), torch.tensor(float("inf"))) - a.abs()
     assert ((a - b).abs() <= 2 * ulp).all()
 
 
 def test_block_features_bit_identical_to_basicsr(basicsr):
-    y = nr._y_channel(to_tensor(synthetic("black_corner")))[0]
-    params, tables = nr._niqe_device_params(torch.device("cpu"))
-    mscn = nr._mscn(y, params["g"])
+    y = nq._y_channel(to_tensor(synthetic("black_corner")))[0]
+    params, tables = nq._niqe_device_params(torch.device("cpu"))
+    mscn = nq._mscn(y, params["g"])
     img = y.numpy()
     window = nr.niqe_params()["gaussian_window"]
     mu = basicsr.convolve(img, window, mode="nearest")
@@ -193,7 +194,7 @@ def test_block_features_bit_identical_to_basicsr(basicsr):
         warnings.simplefilter("ignore", RuntimeWarning)
         ref = np.array([basicsr.compute_feature(ref_mscn[i:i + 96, j:j + 96])
                         for j in range(0, 384, 96) for i in range(0, 288, 96)])
-    ours = nr._block_features(nr._to_blocks(mscn, 96, 96), tables).numpy()
+    ours = nq._block_features(nq._to_blocks(mscn, 96, 96), tables).numpy()
     assert np.isnan(ref).any()  # the black corner's blocks
     np.testing.assert_array_equal(ours, ref)
 
@@ -255,7 +256,7 @@ def test_niqe_wrong_shape(shape):
 
 def test_niqe_missing_params_file_names_path(monkeypatch, tmp_path):
     missing = tmp_path / "nowhere" / "niqe_pris_params.npz"
-    monkeypatch.setattr(nr, "NIQE_PARAMS_PATH", missing)
+    monkeypatch.setattr(nq, "NIQE_PARAMS_PATH", missing)
     with pytest.raises(FileNotFoundError, match=r"niqe_pris_params\.npz") as err:
         niqe(torch.rand(1, 3, 96, 96))
     assert str(missing) in str(err.value) and nr.NIQE_PARAMS_SHA256 in str(err.value)
@@ -264,7 +265,7 @@ def test_niqe_missing_params_file_names_path(monkeypatch, tmp_path):
 def test_niqe_wrong_params_file_names_path_and_digest(monkeypatch, tmp_path):
     bad = tmp_path / "niqe_pris_params.npz"
     np.savez(bad, mu_pris_param=np.zeros((1, 36)))
-    monkeypatch.setattr(nr, "NIQE_PARAMS_PATH", bad)
+    monkeypatch.setattr(nq, "NIQE_PARAMS_PATH", bad)
     with pytest.raises(ValueError, match="SHA-256") as err:
         niqe(torch.rand(1, 3, 96, 96))
     assert str(bad) in str(err.value) and nr.NIQE_PARAMS_SHA256 in str(err.value)
@@ -290,7 +291,7 @@ def test_np_sum_f32_bit_identical_to_numpy():
     lengths = np.array([0, 1, 7, 8, 9, 15, 16, 17, 127, 128, 129, 130, 255, 256, 257, 1000, 2304, 4321, 9215, 9216])
     values = (rng.standard_normal((len(lengths), 9216)).astype(np.float32)) ** 2
     flat = np.concatenate([np.pad(values, ((0, 0), (0, 8))).ravel(), np.zeros(8, np.float32)])
-    ours = nr._np_sum_f32(torch.from_numpy(flat), 9224, lengths).numpy()
+    ours = nq._np_sum_f32(torch.from_numpy(flat), 9224, lengths).numpy()
     ref = np.array([np.sum(v[:n]) for v, n in zip(values, lengths, strict=True)], dtype=np.float32)
     np.testing.assert_array_equal(ours, ref)
 
@@ -303,12 +304,12 @@ def test_np_means_f32_bit_identical_to_numpy():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         ref = [[np.mean(r[r < 0] ** 2), np.mean(r[r > 0] ** 2), np.mean(np.abs(r)), np.mean(r**2)] for r in x]
-    ours = torch.stack(nr._np_means_f32([torch.from_numpy(x[:3]), torch.from_numpy(x[3:])]), 2).reshape(6, 4).numpy()
+    ours = torch.stack(nq._np_means_f32([torch.from_numpy(x[:3]), torch.from_numpy(x[3:])]), 2).reshape(6, 4).numpy()
     np.testing.assert_array_equal(ours, np.array(ref, dtype=np.float64))
 
 
 def test_gamma_index_equals_argmin():
-    gam, r_gam, _, _ = nr._aggd_tables()
+    gam, r_gam, _, _ = nq._aggd_tables()
     assert len(gam) == 9801 and np.all(np.diff(r_gam) > 0)
     rng = np.random.default_rng(2)
     t = np.concatenate([rng.uniform(0, 1, 5000), r_gam[::97], (r_gam[1:] + r_gam[:-1])[::89] / 2,
@@ -316,7 +317,7 @@ def test_gamma_index_equals_argmin():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         ref = np.array([np.argmin((r_gam - v) ** 2) for v in t])
-    ours = nr._gamma_index(torch.from_numpy(t), torch.from_numpy(r_gam)).numpy()
+    ours = nq._gamma_index(torch.from_numpy(t), torch.from_numpy(r_gam)).numpy()
     np.testing.assert_array_equal(ours, ref)
 
 

@@ -276,3 +276,27 @@ def test_bad_input_raises_clear_errors() -> None:
         color_constancy(y, form="paper2")
     with pytest.raises(TypeError, match="torch.Tensor"):
         color_constancy(y.numpy())
+
+
+def test_combined_loss_owns_the_official_weights_per_variant() -> None:
+    """ZeroDCELoss is the one home of the defaults: None (or a missing key) = the variant's official weight."""
+    assert ZeroDCELoss.official_weights() == OFFICIAL_WEIGHTS_ZERO_DCE
+    assert ZeroDCELoss.official_weights("zero_dce_pp") == OFFICIAL_WEIGHTS_ZERO_DCE_PP
+    assert ZeroDCELoss(variant="zero_dce_pp").weights == OFFICIAL_WEIGHTS_ZERO_DCE_PP
+    pp = ZeroDCELoss(variant="zero_dce_pp", weights={"spa": None, "exp": None, "col": 2.0, "tv": None})
+    assert pp.weights == {"spa": 1.0, "exp": 10.0, "col": 2.0, "tv": 1600.0}
+    assert ZeroDCELoss(weights={"tv": None}).weights["tv"] == 200.0
+    assert ZeroDCELoss.resolve_weights({"tv": None}, "zero_dce_pp") == OFFICIAL_WEIGHTS_ZERO_DCE_PP
+    with pytest.raises(ValueError, match="unknown variant 'zero_dce_plus'"):
+        ZeroDCELoss(variant="zero_dce_plus")
+    y, x, a = _batch()
+    out = pp(y, x, a[:, :3])
+    expected = out["spa"] + 10 * out["exp"] + 2 * out["col"] + 1600 * out["tv"]
+    assert out["total"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_combined_loss_is_built_from_the_term_modules() -> None:
+    loss = ZeroDCELoss(forms={"exp": "paper"}, well_exposed=0.5)
+    assert isinstance(loss.terms["spa"], SpatialConsistencyLoss) and isinstance(loss.terms["tv"], IlluminationSmoothnessLoss)
+    assert {k: m.loss_weight for k, m in loss.terms.items()} == dict.fromkeys(("spa", "exp", "col", "tv"), 1.0)
+    assert loss.terms["exp"].form == "paper" and loss.terms["exp"].well_exposed == 0.5
