@@ -18,8 +18,7 @@ from torchmetrics import MetricCollection
 
 from lightning_modules.base import DarkroomModule, Stage
 from lightning_modules.image_grid import save_samples
-from losses.dped import ALTERNATIVE_WEIGHTS, OFFICIAL_WEIGHTS, DPEDGeneratorLoss, discriminator_loss
-from losses.vgg import VGG19Features
+from losses.dped import DPEDGeneratorLoss, discriminator_loss
 from metrics.dped import DPEDMSSSIM, DPEDPSNR, DPEDBatchPSNR
 from networks.dped import (
     OFFICIAL_DPED_SOURCE,
@@ -138,10 +137,8 @@ class DPED(DarkroomModule):
         self.hparams["loss_weights"] = asdict(loss_weights)
         self.record_networks("generator", "discriminator", "content_network")
         self.automatic_optimization = False
-        preset = OFFICIAL_WEIGHTS if loss_preset == "official" else ALTERNATIVE_WEIGHTS
-        self.weights: dict[str, float] = {
-            k: float(preset[k] if v is None else v) for k, v in asdict(loss_weights).items()
-        }
+        self._loss_weights = loss_weights
+        self.weights: dict[str, float] = DPEDGeneratorLoss.resolve_weights(asdict(loss_weights), loss_preset)
         self.loss: DPEDGeneratorLoss | None = None  # built for fit only (the VGG-19 is not needed to evaluate)
         metrics = MetricCollection({"psnr": DPEDPSNR(), "ms_ssim": DPEDMSSSIM(), "psnr_batch": DPEDBatchPSNR()},
                                    compute_groups=False)
@@ -169,13 +166,12 @@ class DPED(DarkroomModule):
             FileNotFoundError: content weight ≠ 0 and no VGG-19 weight file: the message says where to put it.
         """
         if self.loss is None:
-            vgg = None
-            if self.weights["content"] != 0:
-                vgg = self.content_network
-                if vgg is None:
-                    vgg = VGG19Features("relu5_4", weights=self.hparams.vgg_weights)
-                    vgg.register_state_dict_post_hook(_drop_vgg_state)
-            self.loss = DPEDGeneratorLoss(weights=self.weights, vgg=vgg).to(self.device)
+            # content_network None: the loss builds the official VGG-19 (from vgg_weights) when the content weight ≠ 0
+            self.loss = DPEDGeneratorLoss(weights=asdict(self._loss_weights), preset=self.hparams.loss_preset,
+                                          vgg=self.content_network, vgg_weights=self.hparams.vgg_weights)
+            if self.loss.vgg is not None and self.loss.vgg is not self.content_network:
+                self.loss.vgg.register_state_dict_post_hook(_drop_vgg_state)
+            self.loss.to(self.device)
         return self.loss
 
     def load_official(self, path: Path) -> None:

@@ -11,18 +11,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from imaging.colour import minmax_normalize, rgb_to_ycbcr, ycbcr_to_rgb
 from lightning_modules.base import DarkroomModule, Stage
 from lightning_modules.fusion_baselines import PixelMax, PixelMean
 from lightning_modules.image_grid import save_samples, side_by_side
-from lightning_modules.per_image import per_image_scores
 from lightning_modules.refusion_meta import InnerStep, inner_update, meta_loss, normalised_gradient_update_
 from losses._amp import autocast_off
 from losses.refusion import refusion_fusion_loss, refusion_reconstruction_loss
-from metrics.fusion import DEFAULT_METRICS, FusionMetrics
+from metrics.fusion import DEFAULT_METRICS, fusion_metric_collection
 from networks.layers import build_network
 from networks.refusion import (
     OFFICIAL_REFUSION_SOURCE,
@@ -112,7 +110,8 @@ class ReFusion(DarkroomModule):
     its chroma, both colour → :func:`fuse_chroma_official`. The fused Y is min–max normalised per image
     (``normalize_output``, official).
 
-    Validation/test: :class:`~metrics.fusion.FusionMetrics` on the grey Y of the fused image vs the sources' Y, and
+    Validation/test: the fusion metrics (:func:`~metrics.fusion.fusion_metric_collection`, one torchmetrics
+    ``Metric`` each, logged by Lightning) on the grey Y of the fused image vs the sources' Y, and
     the same for the pixel-mean and pixel-max baselines on the same batch (``test/mean_*``, ``test/max_*``).
     Keys are lower-case metric names (``val/qabf``).
 
@@ -198,10 +197,10 @@ class ReFusion(DarkroomModule):
         self.automatic_optimization = False
         self.pixel_mean, self.pixel_max = PixelMean(), PixelMax()
         names = tuple(metrics) if metrics else DEFAULT_METRICS
-        self.val_metrics = FusionMetrics(names)
-        self.test_metrics = FusionMetrics(names)
-        self.test_mean_metrics = FusionMetrics(names)
-        self.test_max_metrics = FusionMetrics(names)
+        self.val_metrics = fusion_metric_collection(names, prefix="val/")
+        self.test_metrics = fusion_metric_collection(names, prefix="test/")
+        self.test_mean_metrics = fusion_metric_collection(names, prefix="test/mean_")
+        self.test_max_metrics = fusion_metric_collection(names, prefix="test/max_")
         self.tags = [task, "meta" if meta else "fixed-loss", f"meta_steps={meta_steps}"]
         self._inner: InnerStep | None = None
         self._outer_count = 0
@@ -371,40 +370,25 @@ class ReFusion(DarkroomModule):
         sources = batch["sources"]
         y = self.luma(sources)
         fused_y = self.fuse_y(y)
+        n = y.shape[0]
         if stage == "val":
             self.val_metrics.update(fused_y, y)
+            self.log_dict(self.val_metrics, on_epoch=True, batch_size=n)
         else:
-            self.test_metrics.update(fused_y, y)
-            self.test_mean_metrics.update(self.pixel_mean(y), y)
-            self.test_max_metrics.update(self.pixel_max(y), y)
+            for collection, fused in ((self.test_metrics, fused_y), (self.test_mean_metrics, self.pixel_mean(y)),
+                                      (self.test_max_metrics, self.pixel_max(y))):
+                collection.update(fused, y)
+                self.log_dict(collection, on_epoch=True, batch_size=n)
         log_grid_now = batch_idx == 0 and self.hparams.log_images
         if stage == "test" or log_grid_now:
             fused = self.recombine(fused_y, sources) if sources.shape[2] == 3 else fused_y
         if stage == "test":
             names = list(batch["name"])
-            self.per_image.add(names, {**per_image_scores(self.test_metrics), **per_image_scores(self.test_mean_metrics,
-                               "mean_"), **per_image_scores(self.test_max_metrics, "max_")})
+            self.per_image.add_metrics(names, self.test_metrics, self.test_mean_metrics, self.test_max_metrics)
             save_samples(self, names, {"input": side_by_side(sources), "output": fused})
         if log_grid_now:
             self.log_examples(stage, [sources[:, 0], sources[:, 1], fused, self.pixel_mean(sources)],
                               ["source 1", "source 2", "ReFusion", "pixel mean"], list(batch["name"]))
-
-    @staticmethod
-    def _log_metrics(module: LightningModule, metric: FusionMetrics, prefix: str) -> None:
-        values = metric.compute()
-        module.log_dict({f"{prefix}{k.lower()}": v.float() for k, v in values.items()}, sync_dist=False)
-        metric.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        if self.val_metrics.update_count:
-            self._log_metrics(self, self.val_metrics, "val/")
-
-    def on_test_epoch_end(self) -> None:
-        for metric, prefix in ((self.test_metrics, "test/"), (self.test_mean_metrics, "test/mean_"),
-                               (self.test_max_metrics, "test/max_")):
-            if metric.update_count:
-                self._log_metrics(self, metric, prefix)
-        super().on_test_epoch_end()
 
     def predict_output(self, batch: dict) -> Tensor:
         """A pair that would not fit in memory is refused before it runs, naming the memory it needs

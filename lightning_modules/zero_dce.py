@@ -41,17 +41,17 @@ __all__ = ["DCENet", "DCENetPP", "DepthwiseSeparableConv", "ZeroDCE", "ZeroDCELo
 
 @dataclass
 class ZeroDCELossWeights:
-    """Weights of the four zero-reference losses; 0 switches a term off (``--model.init_args.loss_weights.tv 0``).
+    """Overrides of the four zero-reference loss weights; ``None`` keeps the variant's official weight, 0 switches a
+    term off (``--model.init_args.loss_weights.tv 0``).
 
-    Defaults: the official code (``Zero-DCE_code/lowlight_train.py``: 1 / 10 / 5 / 200). ``tv=None``
-    means the official value of the variant: 200 for Zero-DCE, 1600 for Zero-DCE++
-    (``Zero-DCE++/lowlight_train.py``). The paper's Eq. 8 weights are 1 / 1 / 0.5 / 20
-    (``experiments/zero_dce/ablations/paper_losses.yaml``).
+    The defaults live in one place, :class:`losses.zero_dce.ZeroDCELoss` (official code: 1 / 10 / 5 / 200 for
+    Zero-DCE, tv 1600 for Zero-DCE++); the paper's Eq. 8 weights are
+    ``experiments/zero_dce/ablations/paper_losses.yaml``.
     """
 
-    spa: float = 1.0
-    exp: float = 10.0
-    col: float = 5.0
+    spa: float | None = None
+    exp: float | None = None
+    col: float | None = None
     tv: float | None = None
 
 
@@ -117,10 +117,8 @@ class ZeroDCE(DarkroomModule):
         self.save_hyperparameters()
         self.hparams["loss_weights"] = asdict(loss_weights)
         self.record_networks("net")
-        weights = asdict(loss_weights)
-        if weights["tv"] is None:
-            weights["tv"] = 1600.0 if pp else 200.0
-        self.loss = ZeroDCELoss(weights=weights, forms=loss_form, well_exposed=exposure_level)
+        self.loss = ZeroDCELoss(weights=asdict(loss_weights), forms=loss_form, well_exposed=exposure_level,
+                                variant=variant)
         self.eval_scale_factor = float(eval_scale_factor or self.net.scale_factor)
         metrics = MetricCollection({"psnr": PSNR(), "ssim": SSIM(), "mae": MAE()}, compute_groups=False)
         self.val_metrics = metrics.clone(prefix="val/")

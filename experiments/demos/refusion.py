@@ -27,10 +27,10 @@ def raw_and_normalised(model, loader) -> dict[str, dict[str, float]]:
     import torch
 
     from imaging.colour import minmax_normalize
-    from metrics.fusion import FusionMetrics
+    from metrics.fusion import fusion_metric_collection
 
-    names = model.test_metrics.metric_names
-    ms = {k: FusionMetrics(names) for k in ("refusion_raw", "refusion_norm", "mean_raw", "mean_norm")}
+    names = [m.metric_name for m in model.test_metrics.values()]
+    ms = {k: fusion_metric_collection(names) for k in ("refusion_raw", "refusion_norm", "mean_raw", "mean_norm")}
     model.eval()
     with torch.no_grad():
         for batch in loader:
