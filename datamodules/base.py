@@ -92,6 +92,10 @@ class DarkroomDataModule(L.LightningDataModule):
         """Whether ``fit`` validates (the ``darkroom`` command then keeps the best checkpoint by the monitor)."""
         return self.split_root("val") is not None
 
+    def roots(self) -> dict[str, str]:
+        """The configured data folders by argument name (``{"test_root": …}``): ``results.json``'s ``dataset_root``."""
+        return {f"{s}_root": str(self.split_root(s)) for s in SPLITS if self.configured(s)}
+
     def configured(self, split: Split) -> bool:
         return self.split_root(split) is not None
 

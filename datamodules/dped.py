@@ -291,6 +291,10 @@ class DPEDDataModule(DarkroomDataModule):
         dataset.skipped = skipped  # (file, reason) of unreadable files left out (--run.skip_bad)
         return dataset
 
+    def roots(self) -> dict[str, str]:
+        """``root`` (the DPED folder, as given) and the split folders derived from it."""
+        return {**({"root": str(self.root)} if self.root is not None else {}), **super().roots()}
+
     def describe_split(self, split: Split, ds: DPEDPatchDataset) -> dict:
         files = [d / f"{i}.jpg" for i in ds.indices for d in (ds.phone_dir, ds.dslr_dir)]
         protocol = {"phone": self.phone, "patch_size": self.patch_size, "colour": "rgb",

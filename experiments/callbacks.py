@@ -35,19 +35,11 @@ class NonFiniteMetricError(ValueError):
     """A test metric came out NaN or infinite; ``results.json`` then records it as ``null``, never as a number."""
 
 
-def _data_args(config: dict) -> dict:
-    """The DataModule's arguments in a resolved config (``data.init_args``, or ``data`` itself)."""
-    data = config.get("data", {}) or {}
-    return (data.get("init_args", data) if isinstance(data, dict) else {}) or {}
-
-
-def dataset_tag(config: dict) -> str:
-    """A file-name tag for the test data of ``config``: ``<test root's folder name>-<8 hex of its path>``."""
-    init = _data_args(config)
-    root = init.get("test_root") or init.get("root")
-    if not root:
+def dataset_tag(test_root: str | Path | None) -> str:
+    """A file-name tag for the test data: ``<test root's folder name>-<8 hex of its path>`` (``test`` without one)."""
+    if not test_root:
         return "test"
-    resolved = str(Path(root).expanduser().resolve())
+    resolved = str(Path(test_root).expanduser().resolve())
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(resolved).name)[:40] or "root"
     return f"{name}-{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
 
@@ -101,7 +93,7 @@ class ResultsWriter(Callback):
         groups = {g: {"count": v["count"], "metrics": {k: (x if math.isfinite(x) else None)
                                                        for k, x in v["metrics"].items()}}
                   for g, v in group_summaries(rows).items()}
-        roots = {k: v for k, v in _data_args(self.config).items() if k.endswith("root") and v}
+        roots = dm.roots() if dm is not None else {}
         timing = self.run_dir / "timing.json"
         pretrained = pl_module.pretrained_path
         results = {
@@ -131,7 +123,7 @@ class ResultsWriter(Callback):
         }
         text = json.dumps(results, indent=2, allow_nan=False)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        tag = dataset_tag(self.config)
+        tag = dataset_tag(dm.split_root("test") if dm is not None else None)
         self.path = self.run_dir / f"results_{tag}.json"
         atomic_write_text(self.path, text)
         atomic_write_text(self.run_dir / "results.json", text)
