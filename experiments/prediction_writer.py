@@ -33,7 +33,6 @@ prints one summary line: ``predict: 17 images written to OUT, 0 skipped, 6.2 s``
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,6 +42,7 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from datamodules.base import DarkroomDataModule
 from datamodules.image_io import write_image
 
 OVERWRITE_HINT = ("pass --run.overwrite true (ImageWriter(overwrite=True)) to replace it, "
@@ -57,21 +57,14 @@ class OutputExistsError(UnsafeOutputError):
     """An output file already exists and the writer was not told to overwrite."""
 
 
-def input_folders(datamodule: Any) -> list[tuple[str, Path]]:
-    """``(label, resolved folder)`` for every DataModule hyper-parameter ending in ``root`` or ``_dir``.
+def input_folders(datamodule: DarkroomDataModule | None) -> list[tuple[str, Path]]:
+    """``(label, resolved folder)`` for every data folder of the DataModule (:meth:`~datamodules.base.DarkroomDataModule.roots`).
 
-    Values may be a path or a list of paths; empty / ``None`` values are skipped. Labels read like the CLI
-    argument (``data.predict_root=photos``).
+    Labels read like the CLI argument (``data.predict_root=photos``).
     """
-    hparams = getattr(datamodule, "hparams", None) or {}
-    folders: list[tuple[str, Path]] = []
-    for key, value in dict(hparams).items():
-        if not (isinstance(key, str) and (key.endswith("root") or key.endswith("_dir"))) or not value:
-            continue
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(v, (str, os.PathLike)) and str(v):
-                folders.append((f"data.{key}={v}", Path(v).expanduser().resolve()))
-    return folders
+    if datamodule is None:
+        return []
+    return [(f"data.{key}={value}", Path(value).expanduser().resolve()) for key, value in datamodule.roots().items()]
 
 
 def predict_items(dataset: Any) -> list[tuple[str, tuple[Path, ...]]] | None:
