@@ -185,9 +185,8 @@ class LossProposalNet(Network):
 
     ``order_equivariant=True`` (our option, off in the official recipe): P's maps are averaged with those of the
     swapped input, ``P_sym(a, b) = ½·(P(a, b) + swap(P(b, a)))``, so swapping the sources swaps the weights exactly.
-    The official P only learns this from the swapped training batches; at random init it favours one input slot
-    (measured: w ≈ 0.78 on the second source wherever it is, seed-1 demo run), and in a short run that bias stays.
-    Costs a second forward of P.
+    The official P only learns this from the swapped training batches; at random init it can favour one input slot,
+    and in a short run that bias stays (``experiments/refusion/NOTES.md``). Costs a second forward of P.
 
     Input: N×2×H×W or N×2×1×H×W in [0, 1]. Output: ``(w, v)``, each N×2×1×H×W (sources layout), ≥ 0, summing to 1
     over dim 1.
