@@ -1,18 +1,16 @@
 """The DeepFuse LightningModule and its configs: every config runs a fit step, forward shapes and range,
-the released weights in a module, the MEF-SSIM training signal, results.json with the baselines, and a
-2-process DDP fit on CPU."""
+the released weights in a module, the MEF-SSIM training signal, results.json with the baselines
+(the 2-process DDP fit on CPU: test_ddp.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import deepfuse_args, fast_args
 
 from experiments.cli import cli_main
 from experiments.demos import config_args, demo_configs
@@ -22,23 +20,6 @@ from lightning_modules.deepfuse import DeepFuse, rgb_to_ycbcr
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "deepfuse"
 FULL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "results.yaml")
-
-
-@pytest.fixture(scope="module")
-def stacks_root(tmp_path_factory) -> Path:
-    from datamodules.synthetic.exposure_stacks import write_exposure_stacks
-
-    return write_exposure_stacks(tmp_path_factory.mktemp("stacks"), n_train=2, n_test=1, size=(48, 44), seed=0)
-
-
-def _args(root: Path, tmp: Path, steps: int = 1) -> list[str]:
-    return ["--data.init_args.train_root", str(root / "train"), "--data.init_args.val_root", str(root / "test"),
-            "--data.init_args.test_root", str(root / "test"), "--data.init_args.crop_size", "24",
-            "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
-            "--trainer.max_steps", str(steps), "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1",
-            "--trainer.limit_test_batches", "1", "--trainer.num_sanity_val_steps", "0",
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--trainer.check_val_every_n_epoch", "1", "--run.root", str(tmp / "runs"), "--run.wandb", "false"]
 
 
 def test_sweeps_and_results_are_valid_yaml():
@@ -54,16 +35,18 @@ def test_sweeps_and_results_are_valid_yaml():
 
 
 @pytest.mark.parametrize("config", FULL_CONFIGS, ids=lambda p: p.name)
-def test_every_config_runs_a_step(config, stacks_root, tmp_path):
-    cli = cli_main(["fit", *config_args(config), *_args(stacks_root, tmp_path)])
+def test_every_config_runs_a_step(config, small_stacks_root, tmp_path):
+    cli = cli_main(["fit", *config_args(config), *deepfuse_args(small_stacks_root),
+                    *fast_args(tmp_path, paper="deepfuse")])
     assert cli.trainer.global_step == 1
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
 @pytest.mark.parametrize("loss", ["l1", "mse"])
-def test_pixel_losses_run_a_step(loss, stacks_root, tmp_path):
-    cli = cli_main(["fit", *demo_configs("deepfuse"), *_args(stacks_root, tmp_path),
-                    "--model.init_args.loss", loss, "--model.init_args.pixel_target", "mertens"])
+def test_pixel_losses_run_a_step(loss, small_stacks_root, tmp_path):
+    cli = cli_main(["fit", *demo_configs("deepfuse"), *deepfuse_args(small_stacks_root),
+                    *fast_args(tmp_path, paper="deepfuse"), "--model.init_args.loss", loss,
+                    "--model.init_args.pixel_target", "mertens"])
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     assert -1 <= float(cli.trainer.callback_metrics["train/mef_ssim"]) <= 1  # MEF-SSIM lies in [-1, 1]
 
@@ -92,11 +75,12 @@ def test_from_official_forward(shared):
     assert model.hparams.pretrained == str(path)
 
 
-def test_training_steps_improve_mef_ssim(stacks_root):
+def test_training_steps_improve_mef_ssim(small_stacks_root):
     from datamodules.exposure_stacks import ExposureStackDataset, find_stacks
 
     torch.manual_seed(0)
-    sources = ExposureStackDataset(find_stacks(stacks_root / "train"), "extreme_pair")[0]["sources"][None, ..., :32, :32]
+    stacks = find_stacks(small_stacks_root / "train")
+    sources = ExposureStackDataset(stacks, "extreme_pair")[0]["sources"][None, ..., :32, :32]
     model = DeepFuse(log_images=0)
     opt = model.configure_optimizers()
     y = rgb_to_ycbcr(sources)[:, :, :1]
@@ -116,8 +100,9 @@ def test_training_steps_improve_mef_ssim(stacks_root):
                                                                   abs=1e-5)
 
 
-def test_test_writes_results_with_baselines(stacks_root, tmp_path):
-    args = [*demo_configs("deepfuse"), *_args(stacks_root, tmp_path), "--run.name", "t"]
+def test_test_writes_results_with_baselines(small_stacks_root, tmp_path):
+    args = [*demo_configs("deepfuse"), *deepfuse_args(small_stacks_root),
+            *fast_args(tmp_path, paper="deepfuse"), "--run.name", "t"]
     fit = cli_main(["fit", *args])
     last = last_checkpoint(fit.trainer)
     test = cli_main(["test", *args, "--ckpt_path", last])
@@ -130,20 +115,3 @@ def test_test_writes_results_with_baselines(stacks_root, tmp_path):
     assert test.model.last_grid_path is not None and Path(test.model.last_grid_path).is_file()
     samples = Path(results["run_dir"]) / "samples"  # what `darkroom compare` lays out across runs
     assert list((samples / "input").glob("*.png")) and list((samples / "output").glob("*.png"))
-
-
-@pytest.mark.slow
-def test_ddp_two_processes_on_cpu(stacks_root, tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "experiments.cli", "fit", *demo_configs("deepfuse"),
-           *_args(stacks_root, tmp_path, steps=2), "--data.init_args.batch_size", "1", "--trainer.max_epochs", "3",
-           "--run.name", "ddp",
-           # one validation stack per process: the unpadded evaluation sampler needs at least one each
-           "--data.init_args.val_root", str(stacks_root / "train"),
-           "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ckpt = torch.load(tmp_path / "runs" / "deepfuse" / "ddp" / "checkpoints" / "last.ckpt", map_location="cpu",
-                      weights_only=False)
-    assert ckpt["global_step"] == 2
-    assert len(list((tmp_path / "runs" / "deepfuse").iterdir())) == 1

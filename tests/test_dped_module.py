@@ -1,24 +1,22 @@
 """The DPED LightningModule through the `darkroom` command: every config in experiments/dped runs a step, the VGG
 error names where the weights go, manual optimisation updates G and D, the VGG stays out of checkpoints,
-results.json, the official metrics (MS-SSIM against a port of the official ssim.py), the released generator on an
-odd-sized image, and a 2-process DDP fit on CPU."""
+results.json, the official metrics (MS-SSIM against a port of the official ssim.py) and the released generator
+on an odd-sized image (the 2-process DDP fit on CPU: test_ddp.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import DISC_WIDTH, PHONES, dped_args, fast_args, run_args
 from lightning.pytorch import Trainer
 
 from datamodules.dped import DPEDDataModule
-from datamodules.image_io import read_image, write_uint8
+from datamodules.image_io import read_image
 from experiments.cli import cli_main
 from experiments.demos import config_args, demo_configs
 from lightning_modules.dped import DPED, DPEDDiscriminator, DPEDGenerator
@@ -28,8 +26,6 @@ from metrics.dped import ms_ssim_dped, psnr_dped
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "dped"
 FULL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "results.yaml")
-PHONES = ("iphone", "sony", "blackberry")
-DISC_WIDTH = 0.125
 RANDOM_VGG = '{"class_path": "losses.vgg.VGG19Features", "init_args": {"pretrained": false}}'
 
 
@@ -38,39 +34,6 @@ def small_dped(random_vgg: bool = False, **kwargs) -> DPED:
     vgg = VGG19Features("relu5_4", pretrained=False) if random_vgg else None
     return DPED(generator=DPEDGenerator(channels=8), discriminator=DPEDDiscriminator(width=DISC_WIDTH),
                 content_network=vgg, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The DPED layout for the three phones: 4 training and 2 test pairs (phone = darker, noisy Canon) and one
-    odd-sized full-size photo each."""
-    root = tmp_path_factory.mktemp("dped")
-    rng = np.random.default_rng(0)
-    for phone in PHONES:
-        for split, n in (("training_data", 4), ("test_data/patches", 2)):
-            for i in range(n):
-                canon = rng.integers(40, 220, (1, 1, 3)) + rng.normal(0, 25, (100, 100, 3)).cumsum(1) / 8
-                noisy = canon * 0.8 + rng.normal(0, 6, canon.shape)
-                write_uint8(root / phone / split / "canon" / f"{i}.jpg", np.clip(canon, 0, 255).astype(np.uint8))
-                write_uint8(root / phone / split / phone / f"{i}.jpg", np.clip(noisy, 0, 255).astype(np.uint8))
-        write_uint8(root / phone / "test_data" / "full_size_test_images" / "photo.jpg",
-                    rng.integers(0, 255, (37, 53, 3)).astype(np.uint8))
-    return root
-
-
-def _data_args(root: Path) -> list[str]:
-    """Tiny data, a narrow generator (8 channels) and discriminator (1/8 width: 0.1M instead of 7.4M parameters) so
-    that a step takes a fraction of a second on a CPU."""
-    return ["--data.init_args.root", str(root), "--data.init_args.batch_size", "2", "--data.init_args.num_workers",
-            "0", "--data.init_args.val_max_patches", "2", "--model.init_args.generator.init_args.channels", "8",
-            "--model.init_args.discriminator.init_args.width", str(DISC_WIDTH)]
-
-
-def _fast(tmp: Path, steps: int = 1) -> list[str]:
-    return ["--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches",
-            "1", "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
-            "--trainer.val_check_interval", "1", "--trainer.check_val_every_n_epoch", "null",
-            "--run.root", str(tmp / "runs"), "--run.wandb", "false"]
 
 
 def test_sweep_and_results_yaml() -> None:
@@ -84,14 +47,14 @@ def test_sweep_and_results_yaml() -> None:
 
 
 @pytest.mark.parametrize("config", FULL_CONFIGS, ids=lambda p: p.name)
-def test_every_config_runs_a_step(config: Path, tiny_root: Path, tmp_path: Path) -> None:
+def test_every_config_runs_a_step(config: Path, dped_root: Path, tmp_path: Path) -> None:
     extra = []
     if config.stem == "iphone":  # content term on, with a random-init VGG-19 (no weights on this machine)
         extra = ["--model.init_args.content_network", RANDOM_VGG]
     elif config.stem in PHONES:  # content off, in the form the loss-ablation sweep passes it
         extra = ['--model.init_args.loss_weights={"content": 0.0}']
-    cli = cli_main(["fit", *config_args(config), *_data_args(tiny_root), *_fast(tmp_path), "--run.name", "step",
-                    *extra])
+    cli = cli_main(["fit", *config_args(config), *dped_args(dped_root), *fast_args(tmp_path, paper="dped"),
+                    "--run.name", "step", *extra])
     assert cli.trainer.global_step == 1  # one iteration = one G and one D update
     metrics = cli.trainer.callback_metrics
     assert torch.isfinite(metrics["train/loss"]) and "val/psnr" in metrics and "train/loss_d" in metrics
@@ -108,29 +71,32 @@ def test_every_config_runs_a_step(config: Path, tiny_root: Path, tmp_path: Path)
         model.load_state_dict(ckpt["state_dict"])  # strict: nothing else missing
 
 
-def test_sweep_value_switches_a_term_off(tiny_root: Path, tmp_path: Path) -> None:
+def test_sweep_value_switches_a_term_off(dped_root: Path, tmp_path: Path) -> None:
     """The sweep's form on the sweep's config (iphone.yaml); that such a run trains without the term is checked on
     sony.yaml and blackberry.yaml in :func:`test_every_config_runs_a_step`."""
-    cli = cli_main(["-c", str(CONFIGS / "iphone.yaml"), *_data_args(tiny_root), *_fast(tmp_path),
-                    '--model.init_args.loss_weights={"content": 0.0}', "--run.name", "sweep"], run=False)
+    cli = cli_main(["-c", str(CONFIGS / "iphone.yaml"), *dped_args(dped_root),
+                    *fast_args(tmp_path, paper="dped"), '--model.init_args.loss_weights={"content": 0.0}',
+                    "--run.name", "sweep"], run=False)
     assert cli.model.weights == {"content": 0.0, "color": 0.5, "texture": 1.0, "tv": 2000.0}
     assert cli.model.build_loss().vgg is None  # no VGG-19 built, so no content term
 
 
-def test_content_on_without_vgg_names_where_to_put_it(tiny_root: Path, tmp_path: Path,
+def test_content_on_without_vgg_names_where_to_put_it(dped_root: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DARKROOM_VGG19", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     expected = str(tmp_path / "torch_home" / "hub" / "checkpoints" / "imagenet-vgg-verydeep-19.mat")
     with pytest.raises(FileNotFoundError, match="VGG-19 weights not found") as err:
-        cli_main(["fit", "-c", str(CONFIGS / "iphone.yaml"), *_data_args(tiny_root), *_fast(tmp_path)])
+        cli_main(["fit", "-c", str(CONFIGS / "iphone.yaml"), *dped_args(dped_root),
+                  *fast_args(tmp_path, paper="dped")])
     assert expected in str(err.value) and "DARKROOM_VGG19" in str(err.value)
 
 
-def test_pixel_content_stand_in_is_the_per_pixel_mse(tiny_root: Path, tmp_path: Path) -> None:
+def test_pixel_content_stand_in_is_the_per_pixel_mse(dped_root: Path, tmp_path: Path) -> None:
     """``content_network: torch.nn.Identity`` (the demo's stand-in without VGG-19 weights) needs no weight file and makes the
     content term the plain MSE on [0, 1]; an unknown backbone is refused."""
-    cli = cli_main([*demo_configs("dped"), *_data_args(tiny_root), *_fast(tmp_path)], run=False)
+    cli = cli_main([*demo_configs("dped"), *dped_args(dped_root), *fast_args(tmp_path, paper="dped")],
+                   run=False)
     assert cli.model.hparams.content_network["class_path"] == "torch.nn.Identity"
     assert cli.model.weights["content"] > 0
     loss = cli.model.build_loss()
@@ -142,11 +108,11 @@ def test_pixel_content_stand_in_is_the_per_pixel_mse(tiny_root: Path, tmp_path: 
         DPED(content_network="resnet")  # type: ignore[arg-type]
 
 
-def test_manual_step_updates_generator_and_discriminator(tiny_root: Path) -> None:
+def test_manual_step_updates_generator_and_discriminator(dped_root: Path) -> None:
     torch.manual_seed(0)
     model = small_dped(loss_weights={"content": 0.0}, log_images=0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    dm = DPEDDataModule(root=str(tiny_root), batch_size=2, num_workers=0, val_max_patches=0)
+    dm = DPEDDataModule(root=str(dped_root), batch_size=2, num_workers=0, val_max_patches=0)
     trainer = Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, accelerator="cpu")
     trainer.fit(model, dm)
@@ -157,20 +123,20 @@ def test_manual_step_updates_generator_and_discriminator(tiny_root: Path) -> Non
     assert model.trainer.callback_metrics["train/loss_texture"] < 0  # Σ log p(enhanced) (DPED #8)
 
 
-def test_test_writes_results_json(tiny_root: Path, tmp_path: Path) -> None:
+def test_test_writes_results_json(dped_root: Path, tmp_path: Path) -> None:
     config = demo_configs("dped")
-    cli_main(["fit", *config, *_data_args(tiny_root), *_fast(tmp_path), "--run.name", "r"])
+    cli_main(["fit", *config, *dped_args(dped_root), *fast_args(tmp_path, paper="dped"), "--run.name", "r"])
     last = tmp_path / "runs" / "dped" / "r" / "checkpoints" / "last.ckpt"
-    test = cli_main(["test", *config, *_data_args(tiny_root), *_fast(tmp_path), "--ckpt_path", str(last)])
+    test = cli_main(["test", *config, *dped_args(dped_root), *fast_args(tmp_path, paper="dped"),
+                     "--ckpt_path", str(last)])
     results = json.loads(Path(test.results_writer.path).read_text())
     assert {"psnr", "ms_ssim", "psnr_batch", "input_psnr", "input_ms_ssim"} <= set(results["metrics"])
-    assert results["paper"] == "dped" and results["dataset_root"]["root"] == str(tiny_root)
+    assert results["paper"] == "dped" and results["dataset_root"]["root"] == str(dped_root)
     samples = Path(results["run_dir"]) / "samples"  # what `darkroom compare` lays out across runs
     assert all(list((samples / c).glob("*.png")) for c in ("input", "output", "target"))
     out = tmp_path / "enhanced"
-    cli_main(["predict", *config, *_data_args(tiny_root), "--ckpt_path", str(last), "--run.output_dir",
-              str(out), "--run.root", str(tmp_path / "runs"), "--run.wandb", "false",
-              "--trainer.enable_progress_bar", "false"])
+    cli_main(["predict", *config, *dped_args(dped_root), "--ckpt_path", str(last), "--run.output_dir",
+              str(out), *run_args(tmp_path)])
     assert read_image(out / "photo.png").shape == (37, 53, 3)  # full-size image at native resolution
 
 
@@ -229,16 +195,3 @@ def test_from_official_on_an_odd_sized_image(shared) -> None:
         odd = model(torch.from_numpy(crop[:37, :53]).permute(2, 0, 1)[None].contiguous())
     assert np.abs(out[0].permute(1, 2, 0).numpy() - expected).max() < 1e-5
     assert odd.shape == (1, 3, 37, 53) and odd.min() > -0.08 and odd.max() < 1.08
-
-
-@pytest.mark.slow
-def test_ddp_two_processes_on_cpu(tiny_root: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "experiments.cli", "fit", *demo_configs("dped"), *_data_args(tiny_root),
-           *_fast(tmp_path, steps=2), "--run.name", "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
-           "--trainer.strategy", "ddp"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ckpt = torch.load(tmp_path / "runs" / "dped" / "ddp" / "checkpoints" / "last.ckpt", map_location="cpu",
-                      weights_only=False)
-    assert ckpt["global_step"] == 2

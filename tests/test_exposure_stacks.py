@@ -15,12 +15,6 @@ from datamodules.image_io import DatasetLayoutError, ImageReadError
 from datamodules.synthetic.exposure_stacks import write_exposure_stacks
 
 
-@pytest.fixture(scope="module")
-def stacks_root(tmp_path_factory) -> Path:
-    return write_exposure_stacks(tmp_path_factory.mktemp("stacks"), n_train=3, n_test=2, size=(64, 48),
-                                 exposures=(-3.0, 0.0, 3.0), seed=0)
-
-
 def _dm(root: Path, **kwargs) -> ExposureStackDataModule:
     kwargs = {"crop_size": 24, "batch_size": 2, "num_workers": 0, **kwargs}
     return ExposureStackDataModule(train_root=str(root / "train"), val_root=str(root / "test"),

@@ -1,24 +1,19 @@
 """ReFusion LightningModule: every config runs a fit step, official weights on colour/grey pairs, meta vs fixed loss,
-results.json with the baselines, 2-process DDP on CPU."""
+results.json with the baselines (2-process DDP on CPU: test_ddp.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import fast_args, refusion_args
 from lightning.pytorch import Trainer
 
 from datamodules.fusion_pairs import FusionPairDataModule
 from datamodules.image_io import load_tensor
-from datamodules.synthetic.fusion_pairs import write_exposure_pairs, write_ir_visible, write_multi_focus
 from experiments.cli import cli_main
 from experiments.demos import config_args
 from experiments.demos.refusion_parts import ZeroInitFusionNet
@@ -28,34 +23,11 @@ from metrics.fusion import evaluate
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "refusion"
 FIT_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "results.yaml")
-SIZE = (48, 48)  # VIF needs ≥ 41×41
 
 
-@pytest.fixture(scope="module")
-def fusion_data(tmp_path_factory) -> dict[str, tuple[Path, str]]:
-    """task → (root with train/ and test/, layout), tiny synthetic data in the real layouts."""
-    base = tmp_path_factory.mktemp("fusion")
-    iv = write_ir_visible(base / "ivif", n_train=2, n_test=1, size=SIZE)
-    mf = write_multi_focus(base / "mfif", n_train=2, n_test=1, size=SIZE)
-    me = write_exposure_pairs(base / "meif", n_train=2, n_test=1, size=SIZE)
-    mif = base / "mif"
-    for split in ("train", "test"):  # PET/ + MRI/ folders (stand-in images)
-        shutil.copytree(iv / split / "ir", mif / split / "MRI")
-        shutil.copytree(iv / split / "vi", mif / split / "PET")
-    return {"ivif": (iv, "folders"), "mfif": (mf, "folders"), "meif": (me, "stacks"), "mif": (mif, "folders")}
-
-
-def _args(config: Path, data: dict, tmp: Path, name: str = "run") -> list[str]:
+def _args(config: Path, fusion_data: dict, tmp: Path) -> list[str]:
     configs = config_args(config)
-    task = yaml.safe_load(Path(configs[1]).read_text())["model"]["init_args"]["task"]  # the recipe's task
-    root, layout = data[task]
-    return [*configs, "--data.init_args.root", str(root), "--data.init_args.layout", layout,
-            "--data.init_args.val_root", str(root / "test"), "--data.init_args.crop_size", "32",
-            "--data.init_args.batch_size", "1", "--data.init_args.num_workers", "0", "--model.init_args.meta_steps", "1",
-            "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
-            "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
-            "--trainer.check_val_every_n_epoch", "1", "--run.root", str(tmp / "runs"), "--run.name", name,
-            "--run.wandb", "false"]
+    return [*configs, *refusion_args(configs, fusion_data), *fast_args(tmp, paper="refusion"), "--run.name", "run"]
 
 
 def test_sweeps_and_results_are_valid_yaml():
@@ -158,22 +130,3 @@ def test_official_mri_pet_matches_port_validation(shared):
     values = evaluate(grey[None], torch.stack([src_grey(pet), src_grey(mri)])[:, None], metrics=("EN", "Qabf"))
     assert values["Qabf"] == pytest.approx(0.8125, abs=0.01)
     assert values["EN"] == pytest.approx(5.5563, abs=0.05)
-
-
-@pytest.mark.slow
-def test_ddp_two_processes_on_cpu(fusion_data, tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    args = _args(CONFIGS / "demo.yaml", fusion_data, tmp_path, name="ddp")
-    args[args.index("--trainer.max_steps") + 1] = "2"
-    # one validation pair per process: the unpadded evaluation sampler needs at least one each
-    val = args.index("--data.init_args.val_root") + 1
-    args[val] = str(Path(args[val]).parent / "train")
-    cmd = [sys.executable, "-m", "experiments.cli", "fit", *args, "--trainer.accelerator", "cpu",
-           "--trainer.devices", "2", "--trainer.strategy", "ddp"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ckpt = torch.load(tmp_path / "runs" / "refusion" / "ddp" / "checkpoints" / "last.ckpt", map_location="cpu",
-                      weights_only=False)
-    assert ckpt["global_step"] == 2
-    p = [v for k, v in ckpt["state_dict"].items() if k.startswith("loss_proposal.")]
-    assert p and all(np.isfinite(t.numpy()).all() for t in p)

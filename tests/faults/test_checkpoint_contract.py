@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_args, zero_dce_args
 
 from datamodules.atomic_files import remove_stale_temp_files
 from experiments.checkpointing import AtomicCheckpointIO, parse_interval
@@ -26,13 +27,9 @@ ZERO_DCE = demo_configs("zero_dce")
 
 
 def _args(root: Path, tmp: Path, name: str, steps: int = 2) -> list[str]:
-    return [*ZERO_DCE, "--data.init_args.train_root", str(root / "Dataset_Part1"),
-            "--data.init_args.test_root", str(root / "Dataset_Part2"), "--data.init_args.image_size", "32",
-            "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
-            "--data.init_args.eval_size", "null", "--data.init_args.val_root", "null",
-            "--trainer.max_steps", str(steps), "--trainer.limit_test_batches", "2",
-            "--trainer.enable_progress_bar", "false", "--run.root", str(tmp / "runs"), "--run.name", name,
-            "--run.wandb", "false"]
+    return [*ZERO_DCE, *zero_dce_args(root, val=False), "--data.init_args.val_root", "null",
+            "--trainer.max_steps", str(steps), "--trainer.limit_test_batches", "2", *run_args(tmp),
+            "--run.name", name]
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_args, zero_dce_args
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS_PER_EPOCH = 14  # write_sice(n_train=4): 4 sequences × 7 exposures = 28 images, batch 2
@@ -20,12 +21,8 @@ STEPS_PER_EPOCH = 14  # write_sice(n_train=4): 4 sequences × 7 exposures = 28 i
 
 def _fit(tmp: Path, sice: Path, name: str, *extra: str, kill_at: int | None = None) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "experiments.cli", "fit", "-c", str(REPO / "experiments/zero_dce/paper.yaml"),
-            "--data.init_args.train_root", str(sice / "Dataset_Part1"), "--data.init_args.image_size", "32",
-            "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
-            "--data.init_args.eval_size", "null", "--trainer.max_epochs", "3",
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--run.root", str(tmp / "runs"), "--run.wandb", "false", "--run.name", name,
-            "--run.checkpoint_every", "5", *extra]
+            *zero_dce_args(sice, val=False, test=False), "--trainer.max_epochs", "3",
+            *run_args(tmp, summary=False), "--run.name", name, "--run.checkpoint_every", "5", *extra]
     if kill_at is not None:
         cfg = tmp / f"kill_{name}.yaml"
         cfg.write_text("trainer:\n  callbacks:\n    - class_path: killer.KillAt\n"

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import run_args
 from PIL import Image
 
 from datamodules import image_io
@@ -182,8 +183,7 @@ def _predict_cli(folder: Path, out: Path, tmp_path: Path, *extra: str):
 
     return cli_main(["predict", "-c", str(REPO / "experiments" / "zero_dce" / "paper.yaml"),
                      "--data.init_args.predict_root", str(folder), "--data.init_args.num_workers", "0",
-                     "--run.output_dir", str(out), "--run.root", str(tmp_path / "runs"), "--run.wandb", "false",
-                     "--trainer.enable_progress_bar", "false", *extra])
+                     "--run.output_dir", str(out), *run_args(tmp_path), *extra])
 
 
 def test_cli_predict_refuses_to_write_into_its_input_folder(tmp_path):

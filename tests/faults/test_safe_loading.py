@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import fast_args, zero_dce_args
 
 from experiments.cli import cli_main
 from experiments.demos import demo_configs
@@ -65,13 +66,8 @@ def evil(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _data_args(root: Path, tmp: Path) -> list[str]:
-    return ["--data.init_args.train_root", str(root / "Dataset_Part1"),
-            "--data.init_args.test_root", str(root / "Dataset_Part2"),
-            "--data.init_args.image_size", "32", "--data.init_args.batch_size", "2",
-            "--data.init_args.num_workers", "0", "--data.init_args.eval_size", "null",
-            "--trainer.max_steps", "1", "--trainer.max_epochs", "1", "--trainer.limit_test_batches", "1",
-            "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
-            "--trainer.enable_model_summary", "false", "--run.root", str(tmp / "runs"), "--run.wandb", "false"]
+    """The tiny SICE data without a validation set, one step."""
+    return [*zero_dce_args(root, val=False), *fast_args(tmp, val=None, summary=False)]
 
 
 def test_the_crafted_file_runs_code_when_unpickled_unsafely(tmp_path):
