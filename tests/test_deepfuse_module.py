@@ -22,6 +22,7 @@ from lightning_modules.deepfuse import DeepFuse, rgb_to_ycbcr
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "deepfuse"
 FULL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "results.yaml")
+ABLATIONS = sorted((CONFIGS / "ablations").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,15 @@ def test_every_config_runs_a_step(config, stacks_root, tmp_path):
     cli = cli_main(["fit", *config_args(config), *_args(stacks_root, tmp_path)])
     assert cli.trainer.global_step == 1
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+
+
+@pytest.mark.parametrize("config", ABLATIONS, ids=lambda p: p.name)
+def test_every_ablation_config_runs_a_step(config, stacks_root, tmp_path):
+    cli = cli_main(["fit", "-c", str(CONFIGS / "paper.yaml"), "-c", str(config), *_args(stacks_root, tmp_path)])
+    for key, value in yaml.safe_load(config.read_text())["data"]["init_args"].items():
+        assert cli.datamodule.hparams[key] == value, key
+    assert cli.datamodule.train_set.transform is not None  # albumentations crops and flips
+    assert cli.trainer.global_step == 1 and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
 @pytest.mark.parametrize("loss", ["l1", "mse"])

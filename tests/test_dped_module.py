@@ -28,6 +28,7 @@ from metrics.dped import ms_ssim_dped, psnr_dped
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "dped"
 FULL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "results.yaml")
+ABLATIONS = sorted((CONFIGS / "ablations").glob("*.yaml"))
 PHONES = ("iphone", "sony", "blackberry")
 DISC_WIDTH = 0.125
 RANDOM_VGG = '{"class_path": "losses.vgg.VGG19Features", "init_args": {"pretrained": false}}'
@@ -71,6 +72,16 @@ def _fast(tmp: Path, steps: int = 1) -> list[str]:
             "1", "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
             "--trainer.val_check_interval", "1", "--trainer.check_val_every_n_epoch", "null",
             "--run.root", str(tmp / "runs"), "--run.wandb", "false"]
+
+
+@pytest.mark.parametrize("config", ABLATIONS, ids=lambda p: p.name)
+def test_every_ablation_config_runs_a_step(config: Path, tiny_root: Path, tmp_path: Path) -> None:
+    cli = cli_main(["fit", "-c", str(CONFIGS / "iphone.yaml"), "-c", str(config), *_data_args(tiny_root),
+                    *_fast(tmp_path), "--run.name", "ablation", "--model.init_args.content_network", RANDOM_VGG])
+    for key, value in yaml.safe_load(config.read_text())["data"]["init_args"].items():
+        assert cli.datamodule.hparams[key] == value, key
+    assert cli.datamodule.train_set.transform is not None  # albumentations flips/rotations
+    assert cli.trainer.global_step == 1 and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
 def test_sweep_and_results_yaml() -> None:
