@@ -1,9 +1,10 @@
 """Identical random crops, flips and 90° rotations of several aligned images, through albumentations.
 
-The one place where the paired datasets augment: an exposure stack (:class:`~datamodules.exposure_stacks.
-ExposureStackDataset`: the same crop window and flips for all K exposures), a fusion pair (:class:`~datamodules.
-fusion_pairs.FusionPairDataset`: the same crop and flips for both sources) and a DPED phone/DSLR patch pair
-(:class:`~datamodules.dped.DPEDPatchDataset`: the same one of the 8 flips/90° rotations for both patches).
+The one place where the paired datasets crop and augment: an exposure stack
+(:class:`~datamodules.exposure_stacks.ExposureStackDataset`: the same crop window and flips for all K exposures),
+a fusion pair (:class:`~datamodules.fusion_pairs.FusionPairDataset`: the same crop and flips for both sources) and
+a DPED phone/DSLR patch pair (:class:`~datamodules.dped.DPEDPatchDataset`: the same one of the 8 flips/90°
+rotations for both patches).
 
 The K images of one sample are the targets ``image, image1, …, image{K-1}`` of one :class:`albumentations.Compose`,
 all of type ``"image"`` (``additional_targets``), so albumentations draws each transform's parameters once per call
@@ -13,15 +14,18 @@ and applies them to every target. Crops and flips only move pixels: values and d
 ``random.Random``), not from torch's. Each call draws one seed from **torch's global RNG** (:func:`torch_seed`,
 one ``torch.randint``) and hands the Compose and all its transforms *one shared* generator pair seeded with it
 (``Compose.set_random_state``). torch's RNG is what the DataLoader seeds in each worker from the loader's
-generator, which :class:`~datamodules.samplers.ResumableRandomSampler` re-seeds with ``seed + epoch``; so, as with
+generator, which :class:`~datamodules.samplers.ResumableRandomSampler` re-seeds with ``seed + epoch`` (under
+``darkroom``, Lightning's ``pl_worker_init_function`` then mixes in the worker id and the rank); so, as with
 the ``torch.randint`` crops before, the augmentation of epoch ``e`` is a function of ``(seed, e)`` and a resumed
 run repeats it (with ``num_workers=0`` the draws come from the main process's RNG, seeded by ``seed_everything``).
 ``Compose(seed=s)`` / ``set_random_seed(s)`` is deliberately not used: it gives *every* transform its own generator
 seeded with the same ``s``, so the first draws coincide and, e.g., the horizontal and the vertical flip would
 always be applied together (and the crop position would be tied to them).
 
-Without augmentation (the official recipes) :func:`paired_augmentation` returns ``None`` and the datasets do not
-call albumentations at all.
+With neither a crop nor augmentation (evaluation splits; DPED's official recipe) :func:`paired_augmentation`
+returns ``None`` and the datasets do not call albumentations at all. The official DeepFuse and ReFusion recipes
+crop only (flips are the ablations ``experiments/{deepfuse,refusion}/ablations/flip.yaml``; DPED's rotations
+``experiments/dped/ablations/augment.yaml``).
 
 albumentations is pinned to 2.0.8, its last MIT-licensed release (``pyproject.toml``, ``constraints.txt``); its
 successor ``albumentationsx`` is AGPL-3.0.
@@ -98,7 +102,7 @@ class PairedTransform:
 
 def paired_augmentation(crop_size: int | None = None, flip: bool = False,
                         dihedral: bool = False) -> PairedTransform | None:
-    """The paired datasets' augmentation; ``None`` when nothing is asked (the official recipes).
+    """The paired datasets' crop and augmentation; ``None`` when nothing is asked (no albumentations call).
 
     Args:
         crop_size: a random ``crop_size``² crop (``A.RandomCrop``), uniform over the positions; ``None``: no crop.
