@@ -31,8 +31,9 @@ Batches are dicts: ``{"input": N×3×100×100 phone, "target": N×3×100×100 Ca
 patch index) for train/val/test, ``{"input": 1×3×H×W, "name"}`` for predict; float32 RGB in [0, 1]. The official
 loader stores patches as ``float16(x)/255`` (a quantisation we skip).
 
-Augmentation (``augment=True``; the official code uses none, so the default is off): one of the 8 flips/90°
-rotations, drawn per pair and applied identically to the phone and the Canon patch.
+Augmentation (``augment=True``; the official code uses none, so the default is off; the ablation
+``experiments/dped/ablations/augment.yaml``): one of the 8 flips/90° rotations (``A.D4``,
+:mod:`datamodules.paired_transforms`), drawn per pair and applied identically to the phone and the Canon patch.
 
 Errors (at :meth:`DPEDDataModule.setup`): missing folders, a count mismatch between the phone and Canon
 folders, a gap in the index, image files with non-numeric names, unreadable files or patches of the wrong
@@ -61,8 +62,9 @@ from datamodules.image_io import (
     load_tensor,
     predict_images,
 )
+from datamodules.paired_transforms import paired_augmentation
 
-__all__ = ["DPED_LAYOUT", "DPEDDataModule", "DPEDPatchDataset", "augment_pair", "find_patch_pairs"]
+__all__ = ["DPED_LAYOUT", "DPEDDataModule", "DPEDPatchDataset", "find_patch_pairs"]
 
 DPED_LAYOUT = (
     "<root>/<phone>/training_data/{<phone>,canon}/<i>.jpg, <root>/<phone>/test_data/patches/{<phone>,canon}/<i>.jpg "
@@ -120,14 +122,6 @@ def find_patch_pairs(split_dir: str | Path, phone: str) -> int:
     return len(a)
 
 
-def augment_pair(x: torch.Tensor, y: torch.Tensor, k: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same dihedral transform (``k`` quarter turns, then an optional horizontal flip) on both C×H×W images."""
-    x, y = torch.rot90(x, k, dims=(-2, -1)), torch.rot90(y, k, dims=(-2, -1))
-    if flip:
-        x, y = x.flip(-1), y.flip(-1)
-    return x, y
-
-
 class DPEDPatchDataset(Dataset):
     """Patch pairs ``{"input": phone 3×S×S, "target": Canon 3×S×S, "name": str(i)}`` of one DPED split folder.
 
@@ -136,7 +130,9 @@ class DPEDPatchDataset(Dataset):
         phone: phone folder name.
         indices: the patch indices to serve.
         patch_size: expected side S (DPED: 100); a file of another size raises :class:`DatasetLayoutError`.
-        augment: random identical flip/rot90 of both patches (drawn from torch's RNG, seeded per worker).
+        augment: one of the 8 flips/90° rotations, drawn per pair and applied to both patches (``A.D4`` through
+            :func:`~datamodules.paired_transforms.paired_augmentation`, seeded per sample from torch's RNG, which
+            the DataLoader seeds per worker from ``(seed, epoch)``); off: albumentations is not called.
     """
 
     def __init__(self, split_dir: str | Path, phone: str, indices: Sequence[int], patch_size: int = 100,
@@ -145,6 +141,7 @@ class DPEDPatchDataset(Dataset):
         self.dslr_dir = Path(split_dir) / DSLR_FOLDER
         self.indices = [int(i) for i in indices]
         self.patch_size, self.augment = patch_size, augment
+        self.transform = paired_augmentation(dihedral=augment)
 
     @property
     def names(self) -> list[str]:
@@ -166,10 +163,8 @@ class DPEDPatchDataset(Dataset):
         idx = self.indices[i]
         x = self._load(self.phone_dir / f"{idx}.jpg")
         y = self._load(self.dslr_dir / f"{idx}.jpg")
-        if self.augment:
-            k = int(torch.randint(0, 4, ()).item())
-            flip = bool(torch.randint(0, 2, ()).item())
-            x, y = augment_pair(x, y, k, flip)
+        if self.transform is not None:
+            x, y = self.transform.tensors(torch.stack([x, y]))
         return {"input": x, "target": y, "name": str(idx)}
 
 

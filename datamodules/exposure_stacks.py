@@ -14,13 +14,16 @@ Hidden files (``.DS_Store``) are ignored; any other non-image file in a scene fo
 Batches are dicts: ``{"sources": N×K×3×H×W float32 RGB in [0, 1] (dark → bright), "name": [scene, ...]}``.
 
 * **train** (``train_root``): random ``crop_size``² crops, the same window for every exposure of a stack
-  (index arithmetic on the stacked tensor). ``exposures="extreme_pair"`` (default) keeps the darkest and
+  (``A.RandomCrop`` over all exposures, :mod:`datamodules.paired_transforms`; the position is drawn from a seed
+  taken from torch's RNG, so it follows the DataLoader's per-worker seeding). ``exposures="extreme_pair"``
+  (default) keeps the darkest and
   brightest exposure: the official code trains on pairs (its ``load_data.py`` feeds channels 0 and 2 of
   3-exposure patches, the middle exposure unused; digest §4). ``exposures="all"`` keeps every exposure
   (stacks in one batch must then have the same K, or ``batch_size`` must be 1). Official patch size:
   77×77 (``cv2.resize`` to 77 in ``load_data.py``; the authors cut their own patches, which were not
   released, so random crops are our substitute). No augmentation in the official code;
-  ``flip=True`` adds random horizontal/vertical flips (ours, off by default).
+  ``flip=True`` adds random horizontal and vertical flips of the whole stack (ours, off by default; the ablation
+  ``experiments/deepfuse/ablations/flip.yaml``).
 * **val / test** (``val_root``, ``test_root``): whole stacks at native resolution, batch size 1, every
   exposure (``eval_exposures="all"``) or the extreme pair. ``eval_max_side`` optionally resizes so the
   longer side is at most that (the official ``Gen_Input.m`` resizes to ≤ 512 with MATLAB ``imresize``;
@@ -50,6 +53,7 @@ from datamodules.image_io import (
     DatasetLayoutError,
     load_tensor,
 )
+from datamodules.paired_transforms import paired_augmentation
 from datamodules.stack_folders import ExposureStack, find_stacks
 from imaging.stacks import luminance_order
 
@@ -82,9 +86,12 @@ class ExposureStackDataset(Dataset):
         stacks: validated stacks (:func:`find_stacks`).
         exposures: ``"extreme_pair"`` or ``"all"``.
         crop_size: side of a random square crop (the same window for all exposures); ``None`` = whole image.
-        flip: random horizontal and vertical flips (applied to the whole stack).
+        flip: random horizontal and vertical flips, each with probability ½ (applied to the whole stack).
         crops_per_stack: each stack appears this many times per epoch (a fresh random crop each time).
         max_side: resize (Pillow bicubic) so the longer side is at most this; ``None`` = native size.
+
+    Crops and flips are one :func:`~datamodules.paired_transforms.paired_augmentation` (albumentations, seeded
+    per sample from torch's RNG); with neither, albumentations is not called.
     """
 
     def __init__(
@@ -99,6 +106,7 @@ class ExposureStackDataset(Dataset):
         select_exposures(torch.zeros(2, 1, 1, 1), exposures)  # validate the option
         self.stacks, self.exposures, self.crop_size = list(stacks), exposures, crop_size
         self.flip, self.crops_per_stack, self.max_side = flip, crops_per_stack, max_side
+        self.transform = paired_augmentation(crop_size, flip=flip)
 
     @property
     def names(self) -> list[str]:
@@ -120,15 +128,8 @@ class ExposureStackDataset(Dataset):
         size = self._size(stack)
         images = torch.stack([load_tensor(p, size, "bicubic") for p in stack.files])  # K×3×H×W
         images = select_exposures(images[luminance_order(images)], self.exposures)
-        if self.crop_size is not None:
-            h, w = images.shape[-2:]
-            top = int(torch.randint(0, h - self.crop_size + 1, ()))
-            left = int(torch.randint(0, w - self.crop_size + 1, ()))
-            images = images[..., top : top + self.crop_size, left : left + self.crop_size]
-        if self.flip:
-            dims = [d for d, coin in zip((-1, -2), torch.rand(2) < 0.5, strict=True) if coin]
-            if dims:
-                images = images.flip(dims)
+        if self.transform is not None:
+            images = self.transform.tensors(images)
         return {"sources": images.contiguous(), "name": stack.name}
 
 

@@ -35,7 +35,8 @@ shortcut that fills the unset ones with ``<root>/train`` and ``<root>/test`` (MS
 Batches: ``{"sources": N×2×3×H×W float32 RGB in [0, 1], "name": list[str]}`` (grey files replicated to three
 equal channels, which the module detects as grey; colour → Y conversion and chroma recombination happen in the
 module, as the official ``test.py`` does them). Training: random crops of ``crop_size``² at the same position in
-both sources (TDFusion's official recipe, random 256×256 crops; ReFusion's own patch size: not found), batch
+both sources (TDFusion's official recipe, random 256×256 crops; ReFusion's own patch size: not found; no flips
+unless ``flip=True``, an ablation), batch
 ``batch_size`` (official: 2, doubled by source swapping inside the module). Validation/test/predict: whole images,
 batch 1. Every file header is checked at :meth:`FusionPairDataModule.setup`: a missing partner or a pair of
 different sizes raises :class:`~datamodules.image_io.DatasetLayoutError` naming the files.
@@ -57,6 +58,7 @@ from torch.utils.data import Dataset
 from datamodules.base import DarkroomDataModule, Split
 from datamodules.dataset_identity import describe_dataset
 from datamodules.image_io import DatasetLayoutError, check_image_header, is_image, load_tensor, natural_key
+from datamodules.paired_transforms import paired_augmentation
 from datamodules.stack_folders import find_stacks
 from imaging.stacks import luminance_order
 
@@ -260,11 +262,17 @@ class FusionPairDataset(Dataset):
     Args:
         pairs: from :func:`find_pairs`.
         crop_size: side of the random square crop taken at the same position in both sources (``None``: whole).
-            Crop positions come from torch's global RNG (seeded per worker by Lightning's ``seed_everything``).
+        flip: random horizontal and vertical flips (each with probability ½) of both sources together (not in
+            the official code; off).
+
+    Crop and flips are one :func:`~datamodules.paired_transforms.paired_augmentation` (albumentations), seeded
+    per sample from torch's global RNG, which the DataLoader seeds per worker from ``(seed, epoch)``
+    (:mod:`datamodules.samplers`); with neither, albumentations is not called.
     """
 
-    def __init__(self, pairs: Sequence[FusionPair], crop_size: int | None = None) -> None:
-        self.pairs, self.crop_size = list(pairs), crop_size
+    def __init__(self, pairs: Sequence[FusionPair], crop_size: int | None = None, flip: bool = False) -> None:
+        self.pairs, self.crop_size, self.flip = list(pairs), crop_size, flip
+        self.transform = paired_augmentation(crop_size, flip=flip)
 
     @property
     def names(self) -> list[str]:
@@ -282,12 +290,8 @@ class FusionPairDataset(Dataset):
             sources = stack[order[[0, -1]]]
         else:
             sources = torch.stack([load_tensor(pair.first), load_tensor(pair.second)])
-        if self.crop_size is not None:
-            h, w = sources.shape[-2:]
-            c = self.crop_size
-            top = int(torch.randint(0, h - c + 1, (1,)))
-            left = int(torch.randint(0, w - c + 1, (1,)))
-            sources = sources[..., top : top + c, left : left + c].contiguous()
+        if self.transform is not None:
+            sources = self.transform.tensors(sources)
         return {"sources": sources, "name": pair.name}
 
 
@@ -310,6 +314,8 @@ class FusionPairDataModule(DarkroomDataModule):
             ``mfi_whu``, ``mefb``, ``harvard_mri_ct``, ...); ``None`` = recognised from the pair count where the
             paper's count is known (MSRS test 361, Lytro 20, MEFB 100, Harvard MRI-CT/PET/SPECT 21/42/73), else
             ``custom`` (:mod:`datamodules.dataset_identity`).
+        flip: random horizontal/vertical flips of both training sources (not in the official recipes, which crop
+            only: off; the ablation ``experiments/refusion/ablations/flip.yaml``).
     """
 
     def __init__(
@@ -328,6 +334,7 @@ class FusionPairDataModule(DarkroomDataModule):
         num_workers: int = min(4, os.cpu_count() or 1),
         val_max_pairs: int | None = 8,
         dataset_name: str | None = None,
+        flip: bool = False,
     ) -> None:
         super().__init__(batch_size, 1, num_workers)
         if task not in FOLDER_PAIRS:
@@ -349,7 +356,7 @@ class FusionPairDataModule(DarkroomDataModule):
         self.task, self.layout = task, layout
         self.train_root, self.val_root, self.test_root, self.predict_root = train_root, val_root, test_root, predict_root
         self.folders, self.suffixes = folders, suffixes
-        self.crop_size, self.val_max_pairs, self.dataset_name = crop_size, val_max_pairs, dataset_name
+        self.crop_size, self.val_max_pairs, self.dataset_name, self.flip = crop_size, val_max_pairs, dataset_name, flip
 
     def _pairs(self, root: str | None, argument: str) -> list[FusionPair]:
         if root is None:
@@ -367,7 +374,7 @@ class FusionPairDataModule(DarkroomDataModule):
                     f"{p.first}: {p.size[0]}x{p.size[1]} is smaller than crop_size {self.crop_size} "
                     f"({len(small)} training pair(s) are); lower crop_size"
                 )
-            return FusionPairDataset(pairs, self.crop_size)
+            return FusionPairDataset(pairs, self.crop_size, self.flip)
         if split == "val" and self.val_max_pairs:
             pairs = pairs[: self.val_max_pairs]
         return FusionPairDataset(pairs)

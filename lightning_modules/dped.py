@@ -96,7 +96,8 @@ class DPED(DarkroomModule):
             hub cache, see :mod:`losses.vgg`); needed only when the content weight is ≠ 0, and only for ``fit``.
         lr_g, lr_d: Adam learning rates (official 5e-4 both; betas 0.9/0.999, ε 1e-8 = TF defaults).
         lr_schedule: ``"constant"`` (official) or ``"cosine"``: both learning rates decay to 0 over
-            ``trainer.max_steps`` iterations (for short demo runs, whose last iterate otherwise fluctuates).
+            ``trainer.max_steps`` iterations (the ablation ``experiments/dped/ablations/cosine_lr.yaml``; the demo uses
+            it so that a short run's last iterate does not fluctuate).
         pretrained: an official TF checkpoint prefix (``…/iphone_orig``) or a Darkroom ``.ckpt`` to start from.
         log_images: patches in the validation/test grid (phone | DPED | DSLR); 0 = none.
     """

@@ -105,3 +105,20 @@ def refusion_args(configs: list[str], fusion_data: dict[str, tuple[Path, str]], 
             "--data.init_args.val_root", str(root / val_split), "--data.init_args.crop_size", "32",
             "--data.init_args.batch_size", "1", "--data.init_args.num_workers", "0",
             "--model.init_args.meta_steps", "1"]
+
+
+# -- configs ----------------------------------------------------------------------------------------------------
+def contains(actual, expected) -> bool:
+    """``expected`` equals ``actual``, or (for dicts, e.g. a network's ``init_args``) is a subset of it."""
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(k in actual and contains(actual[k], v) for k, v in expected.items())
+    return actual == expected
+
+
+def assert_overlay_applied(cli, overlay: Path) -> None:
+    """Every ``model.init_args`` / ``data.init_args`` value of an ablation overlay reached the module's or the
+    DataModule's hyper-parameters (nested network arguments as a subset)."""
+    config = yaml.safe_load(Path(overlay).read_text())
+    for section, target in (("model", cli.model), ("data", cli.datamodule)):
+        for key, value in ((config.get(section) or {}).get("init_args") or {}).items():
+            assert contains(target.hparams[key], value), f"{section}.init_args.{key}"

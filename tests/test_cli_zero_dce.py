@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import fast_args, run_args, zero_dce_args
+from helpers import contains, fast_args, run_args, zero_dce_args
 
 from experiments.cli import cli_main
 from experiments.demos import config_args, demo_configs
@@ -46,15 +46,8 @@ def test_every_ablation_config_runs_a_step(config, sice_root, tmp_path):
                     *fast_args(tmp_path, paper="zero_dce")])
     overrides = yaml.safe_load(config.read_text())["model"]["init_args"]
     for key, value in overrides.items():
-        assert _contains(getattr(cli.model.hparams, key), value), key
+        assert contains(getattr(cli.model.hparams, key), value), key
     assert cli.trainer.global_step == 1
-
-
-def _contains(actual, expected) -> bool:
-    """``expected`` equals ``actual``, or (for dicts, e.g. a network's ``init_args``) is a subset of it."""
-    if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(k in actual and _contains(actual[k], v) for k, v in expected.items())
-    return actual == expected
 
 
 def test_print_config_round_trips(tmp_path):

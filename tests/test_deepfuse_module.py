@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import deepfuse_args, fast_args
+from helpers import assert_overlay_applied, deepfuse_args, fast_args
 
 from experiments.cli import cli_main
 from experiments.demos import config_args, demo_configs
@@ -20,6 +20,7 @@ from lightning_modules.deepfuse import DeepFuse, rgb_to_ycbcr
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "deepfuse"
 FULL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "results.yaml")
+ABLATIONS = sorted((CONFIGS / "ablations").glob("*.yaml"))
 
 
 def test_sweeps_and_results_are_valid_yaml():
@@ -40,6 +41,15 @@ def test_every_config_runs_a_step(config, small_stacks_root, tmp_path):
                     *fast_args(tmp_path, paper="deepfuse")])
     assert cli.trainer.global_step == 1
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+
+
+@pytest.mark.parametrize("config", ABLATIONS, ids=lambda p: p.name)
+def test_every_ablation_config_runs_a_step(config, small_stacks_root, tmp_path):
+    cli = cli_main(["fit", "-c", str(CONFIGS / "paper.yaml"), "-c", str(config), *deepfuse_args(small_stacks_root),
+                    *fast_args(tmp_path, paper="deepfuse")])
+    assert_overlay_applied(cli, config)
+    assert cli.datamodule.train_set.transform is not None  # albumentations crops and flips
+    assert cli.trainer.global_step == 1 and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
 @pytest.mark.parametrize("loss", ["l1", "mse"])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.dped import DPEDDataModule, DPEDPatchDataset, augment_pair
+from datamodules.dped import DPEDDataModule, DPEDPatchDataset
 from datamodules.image_io import DatasetLayoutError, write_uint8
 from datamodules.synthetic.dped_pairs import write_phone_dslr_pairs
 from experiments.prepare_dped import prepare_dped
@@ -26,6 +26,15 @@ def dped_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
                        progress=False)
     assert rep.n_train_patches > 0 and rep.n_test_patches > 0
     return out
+
+
+def augment_pair(x: torch.Tensor, y: torch.Tensor, k: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference of the 8 dihedral transforms in torch (``k`` quarter turns, then an optional horizontal flip) on
+    both C×H×W images: what the albumentations ``A.D4`` of ``DPEDPatchDataset(augment=True)`` must match."""
+    x, y = torch.rot90(x, k, dims=(-2, -1)), torch.rot90(y, k, dims=(-2, -1))
+    if flip:
+        x, y = x.flip(-1), y.flip(-1)
+    return x, y
 
 
 def _copy(src: Path, tmp_path: Path) -> Path:

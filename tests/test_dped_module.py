@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import DISC_WIDTH, PHONES, dped_args, fast_args, run_args
+from helpers import DISC_WIDTH, PHONES, assert_overlay_applied, dped_args, fast_args, run_args
 from lightning.pytorch import Trainer
 
 from datamodules.dped import DPEDDataModule
@@ -26,6 +26,7 @@ from metrics.dped import ms_ssim_dped, psnr_dped
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "dped"
 FULL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "results.yaml")
+ABLATIONS = sorted((CONFIGS / "ablations").glob("*.yaml"))
 RANDOM_VGG = '{"class_path": "losses.vgg.VGG19Features", "init_args": {"pretrained": false}}'
 
 
@@ -34,6 +35,17 @@ def small_dped(random_vgg: bool = False, **kwargs) -> DPED:
     vgg = VGG19Features("relu5_4", pretrained=False) if random_vgg else None
     return DPED(generator=DPEDGenerator(channels=8), discriminator=DPEDDiscriminator(width=DISC_WIDTH),
                 content_network=vgg, **kwargs)
+
+
+@pytest.mark.parametrize("config", ABLATIONS, ids=lambda p: p.name)
+def test_every_ablation_config_runs_a_step(config: Path, dped_root: Path, tmp_path: Path) -> None:
+    cli = cli_main(["fit", "-c", str(CONFIGS / "iphone.yaml"), "-c", str(config), *dped_args(dped_root),
+                    *fast_args(tmp_path, paper="dped"), "--run.name", "ablation",
+                    "--model.init_args.content_network", RANDOM_VGG])
+    assert_overlay_applied(cli, config)
+    if "augment" in config.stem:
+        assert cli.datamodule.train_set.transform is not None  # albumentations flips/rotations
+    assert cli.trainer.global_step == 1 and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
 def test_sweep_and_results_yaml() -> None:

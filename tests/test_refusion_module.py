@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import fast_args, refusion_args
+from helpers import assert_overlay_applied, fast_args, refusion_args
 from lightning.pytorch import Trainer
 
 from datamodules.fusion_pairs import FusionPairDataModule
@@ -23,6 +23,7 @@ from metrics.fusion import evaluate
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "refusion"
 FIT_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "results.yaml")
+ABLATIONS = sorted((CONFIGS / "ablations").glob("*.yaml"))
 
 
 def _args(config: Path, fusion_data: dict, tmp: Path) -> list[str]:
@@ -55,6 +56,15 @@ def test_every_config_runs_a_step(config, fusion_data, tmp_path):
         assert results["paper"] == "refusion"
         samples = Path(results["run_dir"]) / "samples"  # what `darkroom compare` lays out across runs
         assert list((samples / "input").glob("*.png")) and list((samples / "output").glob("*.png"))
+
+
+@pytest.mark.parametrize("config", ABLATIONS, ids=lambda p: p.name)
+def test_every_ablation_config_runs_a_step(config, fusion_data, tmp_path):
+    args = _args(CONFIGS / "ivif.yaml", fusion_data, tmp_path)
+    cli = cli_main(["fit", *args[:2], "-c", str(config), *args[2:]])  # recipe, overlay, then the test's arguments
+    assert_overlay_applied(cli, config)
+    assert cli.datamodule.train_set.transform is not None  # albumentations crop (and flips in flip.yaml)
+    assert cli.trainer.global_step == 1 and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
 def _p_state(model: ReFusion) -> dict[str, torch.Tensor]:
