@@ -30,7 +30,9 @@ Measured weight differences after kill and resume: ``tests/faults/NOTES.md``.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -101,13 +103,16 @@ class LastCheckpoint(Callback):
     """Writes ``<dirpath>/last.ckpt`` (the latest training state) at every epoch end, at the end of
     training and every ``every`` steps or seconds (see :func:`parse_interval`; ``None``: epoch ends only).
 
+    With ``keep_epochs`` each epoch end's state is also kept as ``epoch=NNNN.ckpt`` (``NNNN`` = the epochs
+    completed), for learning curves evaluated afterwards; resuming still reads ``last.ckpt``.
     Under DDP rank 0 decides time-based saves and broadcasts the decision, so all ranks save together.
     """
 
     FILENAME = "last.ckpt"
 
-    def __init__(self, dirpath: str | Path, every: str | int | None = "10min") -> None:
+    def __init__(self, dirpath: str | Path, every: str | int | None = "10min", keep_epochs: bool = False) -> None:
         self.dirpath = Path(dirpath)
+        self.keep_epochs = keep_epochs
         self.interval = parse_interval(every)
         self._last_save_time = time.monotonic()
         self._last_saved: tuple[int, str] | None = None
@@ -154,6 +159,13 @@ class LastCheckpoint(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._save(trainer, "epoch")
+        if self.keep_epochs and trainer.is_global_zero and self.path.is_file():
+            kept = self.dirpath / f"epoch={trainer.current_epoch + 1:04d}.ckpt"
+            try:  # last.ckpt is replaced by rename, so a hard link keeps this epoch's file
+                kept.unlink(missing_ok=True)
+                os.link(self.path, kept)
+            except OSError:
+                shutil.copy2(self.path, kept)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._last_saved is None or self._last_saved[0] != trainer.global_step:

@@ -6,7 +6,7 @@ Every run gets a run directory ``runs/<paper>/<name>/`` with a CSV log, the reso
 checkpoints and a W&B run (offline when no account is configured). ``test`` writes
 ``results.json`` there; ``predict`` writes one PNG per input image.
 
-Other subcommands (plain argparse): ``demo``, ``prepare``.
+Other subcommands (plain argparse): ``demo``, ``prepare``, ``sweep``, ``table``, ``compare``, ``reproduce``.
 
 Examples::
 
@@ -36,10 +36,10 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> Any:
 
 
 def _extra_commands() -> dict[str, Any]:
-    from experiments import compare, demo, prepare, sweep, table
+    from experiments import compare, demo, prepare, reproduce, sweep, table
 
     return {"demo": demo.main, "prepare": prepare.main, "sweep": sweep.main, "table": table.main,
-            "compare": compare.main}
+            "compare": compare.main, "reproduce": reproduce.main}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
               "          sweep    run a W&B sweep YAML (registered, or --local)\n"
               "          table    the paper's tables with our numbers beside them\n"
               "          compare  one HTML report comparing run directories\n"
+              "          reproduce  train a paper's recipe on real data and compare with the official model\n"
               "environment: DARKROOM_ALLOCATOR=auto (default: jemalloc/tcmalloc when installed) | jemalloc | "
               "tcmalloc | glibc | system\n")
     cli_main(argv)

@@ -102,6 +102,9 @@ class DarkroomCLI(LightningCLI):
         parser.add_argument("--run.checkpoint_every", type=str | None, default="10min",
                             help="fit: also write last.ckpt every N steps ('500') or every period ('10min', "
                                  "'90s', '1h') inside epochs; it is always written at every epoch end.")
+        parser.add_argument("--run.keep_epoch_checkpoints", type=bool, default=False,
+                            help="fit: also keep every epoch end's state as checkpoints/epoch=NNNN.ckpt (learning "
+                                 "curves evaluated afterwards, e.g. by `darkroom reproduce`).")
         parser.add_argument("--run.on_nonfinite", type=Literal["stop", "skip"] | None, default="stop",
                             help="fit: a NaN/inf loss or gradient stops the run (no update, non-zero exit) "
                                  "or skips the batch (counted as train/nonfinite_skipped); null: no guard.")
@@ -257,7 +260,8 @@ class DarkroomCLI(LightningCLI):
             callbacks.insert(0, NonFiniteGuard(action=run.on_nonfinite))
         if sub == "fit" and trainer_cfg.get("enable_checkpointing", True) is not False:
             ckpt_dir = self.run_dir / "checkpoints"
-            callbacks += [LastCheckpoint(ckpt_dir, every=run.checkpoint_every), ResumeState(), FitTimer(self.run_dir)]
+            callbacks += [LastCheckpoint(ckpt_dir, every=run.checkpoint_every, keep_epochs=run.keep_epoch_checkpoints),
+                          ResumeState(), FitTimer(self.run_dir)]
             monitor, mode = self.model.monitor
             if self.datamodule is not None and self.datamodule.has_validation:
                 callbacks.append(ModelCheckpoint(dirpath=str(ckpt_dir), monitor=monitor, mode=mode, save_last=False,
