@@ -10,7 +10,7 @@ One command, three steps, each resumable (run it again and it continues where it
 3. **report** (:mod:`experiments.reproduce_report`): ``<out>/report.md`` (a table per epoch and per photo),
    ``learning_curve.png`` (PSNR to the official model per epoch) and ``grid.png`` (input | ours | official).
 
-Supported: Zero-DCE (``zero_dce``). Example (the official 2002 training images and 17 test photos)::
+Supported: Zero-DCE (``zero_dce``) and Zero-DCE++ (``zero_dce_pp``). Example (the official 2002 training images and 17 test photos)::
 
     darkroom reproduce zero_dce --data ../shared/data/lowlight/train --test ../shared/data/lowlight/test \\
         --reference ../shared/data/weights/zero_dce/Epoch99.pth --out repro/zero_dce
@@ -24,7 +24,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from datamodules.image_io import list_images_recursive
+from datamodules.image_io import check_image_header, list_images_recursive, load_tensor, write_image
 
 EXPERIMENTS = Path(__file__).resolve().parent
 
@@ -45,14 +45,21 @@ def _cli(args: list[str]):
     return cli_main(args)
 
 
+#: ``darkroom reproduce`` name → (the experiments folder, the recipe, its budget overlay).
+RECIPES: dict[str, tuple[str, str, str]] = {
+    "zero_dce": ("zero_dce", "paper.yaml", "reproduce.yaml"),
+    "zero_dce_pp": ("zero_dce", "paper_pp.yaml", "reproduce_pp.yaml"),
+}
+
+
 def _configs(paper: str) -> list[str]:
-    folder = EXPERIMENTS / paper
-    return ["-c", str(folder / "paper.yaml"), "-c", str(folder / "reproduce.yaml")]
+    folder, recipe, overlay = RECIPES[paper]
+    return ["-c", str(EXPERIMENTS / folder / recipe), "-c", str(EXPERIMENTS / folder / overlay)]
 
 
 def train(paper: str, data: Path, runs: Path, epochs: int | None, extra: list[str]) -> Path:
     """Step 1: fit (resuming from ``last.ckpt`` when a previous call stopped); returns the checkpoint folder."""
-    ckpt_dir = runs / paper / "train" / "checkpoints"
+    ckpt_dir = runs / paper / "train" / "checkpoints"  # runs/<name>/: the run group is the reproduce name
     args = ["fit", *_configs(paper), "--data.init_args.train_root", str(data), "--run.root", str(runs),
             "--run.name", "train", "--run.group", paper]
     if epochs is not None:
@@ -87,8 +94,13 @@ def official_labels(paper: str, test: Path, reference: Path, out: Path, runs: Pa
     for photo, name in list_images_recursive(test):
         ident = name.replace("/", "_")
         (out / ident).mkdir(exist_ok=True)
-        shutil.copy2(photo, out / ident / f"{ident}{photo.suffix.lower()}")
-        shutil.copy2(predictions / f"{name}.png", out / "Label" / f"{ident}.png")
+        label = out / "Label" / f"{ident}.png"
+        shutil.copy2(predictions / f"{name}.png", label)
+        w, h = check_image_header(label)
+        if check_image_header(photo) == (w, h):
+            shutil.copy2(photo, out / ident / f"{ident}{photo.suffix.lower()}")
+        else:  # the official test cropped it (Zero-DCE++: to a multiple of its scale factor, top-left): so does ours
+            write_image(out / ident / f"{ident}.png", load_tensor(photo)[:, :h, :w])
     return out
 
 
@@ -121,7 +133,7 @@ def evaluate(paper: str, test: Path, labels: Path, reference: Path, ckpt_dir: Pa
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(prog="darkroom reproduce", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("paper", choices=["zero_dce"], help="the paper to reproduce")
+    p.add_argument("paper", choices=sorted(RECIPES), help="the paper (and variant) to reproduce")
     p.add_argument("--data", type=Path, required=True, help="training images (the recipe's train_root)")
     p.add_argument("--test", type=Path, required=True, help="real test photos (a folder, sub-folders allowed)")
     p.add_argument("--reference", type=Path, required=True, help="the official weight file")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from datamodules.image_io import load_tensor
 from experiments import reproduce
 from experiments.reproduce_report import curve_png
 from lightning_modules.zero_dce import ZeroDCE
@@ -28,26 +29,31 @@ def photos_and_train(tmp_path_factory) -> tuple[Path, Path]:
     return root / "Dataset_Part1", photos
 
 
-def _reference(path: Path) -> Path:
+def _reference(path: Path, variant: str = "zero_dce") -> Path:
     """A stand-in for the official weights: a Darkroom checkpoint of a seeded Zero-DCE (``load_pretrained`` reads
     both kinds the same way), so the test needs no research-only file."""
     torch.manual_seed(7)
-    net = ZeroDCE(log_images=0).net
+    net = ZeroDCE(variant=variant, log_images=0).net
     torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
     return path
 
 
-def test_reproduce_two_epochs_writes_report_curve_and_grid(photos_and_train, tmp_path):
+@pytest.mark.parametrize("name", ["zero_dce", "zero_dce_pp"])
+def test_reproduce_two_epochs_writes_report_curve_and_grid(name, photos_and_train, tmp_path):
+    """Zero-DCE++ also exercises the crop: its official test crops 256×192 photos to 252×192 (multiples of 12)."""
     train, photos = photos_and_train
     out = tmp_path / "out"
-    args = ["zero_dce", "--data", str(train), "--test", str(photos), "--reference", str(_reference(tmp_path / "ref.ckpt")),
+    reference = _reference(tmp_path / "ref.ckpt", name)
+    args = [name, "--data", str(train), "--test", str(photos), "--reference", str(reference),
             "--out", str(out), "--epochs", "2", "--trainer.limit_train_batches", "1", "--data.init_args.image_size",
             "32", "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0", "--run.wandb", "false",
             "--trainer.enable_progress_bar", "false"]
     reproduce.main(args)
-    ckpts = reproduce.epoch_checkpoints(out / "runs" / "zero_dce" / "train" / "checkpoints")
+    runs = out / "runs" / name
+    ckpts = reproduce.epoch_checkpoints(runs / "train" / "checkpoints")
     assert [e for e, _ in ckpts] == [1, 2]
-    assert not torch.equal(*(torch.load(p, weights_only=True)["state_dict"]["net.e_conv1.weight"] for _, p in ckpts))
+    first, second = (torch.load(p, weights_only=True)["state_dict"] for _, p in ckpts)
+    assert any(not torch.equal(first[k], second[k]) for k in first if k.startswith("net."))  # each epoch its own
     report = (out / "report.md").read_text()
     assert "| official | – |" in report and "| ours | 1 |" in report and "| ours | 2 |" in report
     assert "3 images" in report and "## Per photo, epoch 2" in report
@@ -57,9 +63,11 @@ def test_reproduce_two_epochs_writes_report_curve_and_grid(photos_and_train, tmp
     labels = sorted(p.name for p in (out / "official_labels" / "Label").iterdir())
     assert labels == ["A_p0.png", "A_p1.png", "B_p2.png"]
     # a second call resumes: training is complete, every evaluation is reused, the report is rewritten
-    mtime = (out / "runs" / "zero_dce" / "eval-epoch0002-photos" / "results.json").stat().st_mtime
+    if name == "zero_dce_pp":
+        assert load_tensor(out / "official_labels" / "A_p0" / "A_p0.png").shape[-2:] == (192, 252)
+    mtime = (runs / "eval-epoch0002-photos" / "results.json").stat().st_mtime
     reproduce.main(args)
-    assert (out / "runs" / "zero_dce" / "eval-epoch0002-photos" / "results.json").stat().st_mtime == mtime
+    assert (runs / "eval-epoch0002-photos" / "results.json").stat().st_mtime == mtime
 
 
 def test_reproduce_refuses_missing_inputs(tmp_path, capsys):

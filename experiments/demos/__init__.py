@@ -24,10 +24,16 @@ def demo_configs(paper: str) -> list[str]:
 
 
 def config_args(config: str | Path) -> list[str]:
-    """``-c`` arguments for a config file of ``experiments/<paper>/``: a demo overlay comes with its recipe."""
+    """``-c`` arguments for a config file of ``experiments/<paper>/``: an overlay (a demo, or a reproduction budget of
+    :data:`experiments.reproduce.RECIPES`) comes with its recipe."""
+    from experiments.reproduce import RECIPES
+
     config = Path(config)
     if config.name == "demo.yaml":
         return demo_configs(config.parent.name)
+    for folder, recipe, overlay in RECIPES.values():
+        if config.name == overlay and config.parent.name == folder:
+            return ["-c", str(config.parent / recipe), "-c", str(config)]
     return ["-c", str(config)]
 
 
