@@ -104,29 +104,34 @@ def official_labels(paper: str, test: Path, reference: Path, out: Path, runs: Pa
     return out
 
 
-def _test(paper: str, name: str, runs: Path, test_root: Path, weights: list[str], paired: bool) -> Path:
+def _test(paper: str, name: str, runs: Path, test_root: Path, weights: list[str], paired: bool,
+          tags: list[str]) -> Path:
+    """One ``darkroom test`` into ``runs/<paper>/<name>`` (skipped when its ``results.json`` exists). ``tags`` go to
+    ``run.tags``: ``experiments/zero_dce/results.yaml``'s reproduction rows select runs by them."""
     run_dir = runs / paper / name
     if not (run_dir / "results.json").is_file():
         data = ["--data.init_args.test_root", str(test_root)]
         if paired:  # one photo per "sequence", at native size: every photo is compared with the official output
             data += ["--data.init_args.low_per_sequence", "all", "--data.init_args.eval_size", "null"]
         _cli(["test", *_configs(paper), *data, *weights, "--run.root", str(runs), "--run.name", name,
-              "--run.group", paper, "--run.wandb", "false"])
+              "--run.group", paper, "--run.wandb", "false", "--run.tags", json.dumps(["reproduction", *tags])])
     return run_dir / "results.json"
 
 
 def evaluate(paper: str, test: Path, labels: Path, reference: Path, ckpt_dir: Path, runs: Path) -> list[Evaluation]:
     """Step 2: the official model on the photos, then every kept epoch on the photos and against the labels."""
     official = Evaluation("official", None, _test(paper, "eval-official-photos", runs, test,
-                                                  ["--model.init_args.pretrained", str(reference)], False), None)
+                                                  ["--model.init_args.pretrained", str(reference)], False,
+                                                  ["official"]), None)
     evaluations = [official]
     for epoch, ckpt in epoch_checkpoints(ckpt_dir):
         # the weights as ``pretrained`` (a --ckpt_path would send the test into the training run's directory)
         weights = ["--model.init_args.pretrained", str(ckpt)]
         evaluations.append(Evaluation(
             f"ours, epoch {epoch}", epoch,
-            _test(paper, f"eval-epoch{epoch:04d}-photos", runs, test, weights, False),
-            _test(paper, f"eval-epoch{epoch:04d}-to-official", runs, labels, weights, True)))
+            _test(paper, f"eval-epoch{epoch:04d}-photos", runs, test, weights, False, ["ours", f"epoch-{epoch}"]),
+            _test(paper, f"eval-epoch{epoch:04d}-to-official", runs, labels, weights, True,
+                  ["to-official", f"epoch-{epoch}"])))
     return evaluations
 
 

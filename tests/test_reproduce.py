@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -65,6 +66,11 @@ def test_reproduce_two_epochs_writes_report_curve_and_grid(name, photos_and_trai
     # a second call resumes: training is complete, every evaluation is reused, the report is rewritten
     if name == "zero_dce_pp":
         assert load_tensor(out / "official_labels" / "A_p0" / "A_p0.png").shape[-2:] == (192, 252)
+    tags = {d.name: json.loads((d / "results.json").read_text())["config"]["run"]["tags"]
+            for d in runs.glob("eval-*")}
+    assert tags["eval-epoch0002-photos"] == ["reproduction", "ours", "epoch-2"]  # what results.yaml's rows select
+    assert tags["eval-epoch0002-to-official"] == ["reproduction", "to-official", "epoch-2"]
+    assert tags["eval-official-photos"] == ["reproduction", "official"]
     mtime = (runs / "eval-epoch0002-photos" / "results.json").stat().st_mtime
     reproduce.main(args)
     assert (runs / "eval-epoch0002-photos" / "results.json").stat().st_mtime == mtime
