@@ -83,24 +83,28 @@ def epoch_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
 def official_labels(paper: str, test: Path, reference: Path, out: Path, runs: Path) -> Path:
     """The official model's outputs on the test photos, laid out as labels: ``<out>/<id>/<id>.<ext>`` (the photo)
     and ``<out>/Label/<id>.png`` (the official output), the SICE Part2 layout that ``darkroom test`` pairs."""
-    if (out / "Label").is_dir() and any((out / "Label").iterdir()):
+    if (out / "Label").is_dir():  # complete: the layout is built aside and renamed into place
         return out
     predictions = runs / paper / "official-predict" / "predictions"
     _cli(["predict", *_configs(paper), "--model.init_args.pretrained", str(reference),
           "--data.init_args.predict_root", str(test), "--run.root", str(runs), "--run.name", "official-predict",
           "--run.group", paper, "--run.output_dir", str(predictions), "--run.overwrite", "true",
           "--run.wandb", "false"])
-    (out / "Label").mkdir(parents=True, exist_ok=True)
+    building = out.with_name(out.name + ".partial")
+    shutil.rmtree(building, ignore_errors=True)
+    (building / "Label").mkdir(parents=True)
     for photo, name in list_images_recursive(test):
         ident = name.replace("/", "_")
-        (out / ident).mkdir(exist_ok=True)
-        label = out / "Label" / f"{ident}.png"
+        (building / ident).mkdir()
+        label = building / "Label" / f"{ident}.png"
         shutil.copy2(predictions / f"{name}.png", label)
         w, h = check_image_header(label)
         if check_image_header(photo) == (w, h):
-            shutil.copy2(photo, out / ident / f"{ident}{photo.suffix.lower()}")
+            shutil.copy2(photo, building / ident / f"{ident}{photo.suffix.lower()}")
         else:  # the official test cropped it (Zero-DCE++: to a multiple of its scale factor, top-left): so does ours
-            write_image(out / ident / f"{ident}.png", load_tensor(photo)[:, :h, :w])
+            write_image(building / ident / f"{ident}.png", load_tensor(photo)[:, :h, :w])
+    shutil.rmtree(out, ignore_errors=True)
+    building.rename(out)
     return out
 
 
