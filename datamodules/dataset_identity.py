@@ -13,6 +13,7 @@ Counts come from the paper digests (``shared/papers/*.md``) with their sources b
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,10 +62,11 @@ def file_list_sha256(files: Iterable[str | Path], root: str | Path) -> str:
     """SHA-256 of the sorted list of ``files`` relative to ``root`` (POSIX paths, one per line, UTF-8).
 
     The hash identifies *which* files were evaluated, not their bytes: the same folder copied elsewhere
-    hashes the same; one file more or less, or a renamed file, changes it.
+    hashes the same; one file more or less, or a renamed file, changes it. Paths are made absolute without
+    following symbolic links, so a root whose scene folders are links to elsewhere hashes by the names under it.
     """
-    root = Path(root).expanduser().resolve()
-    rel = sorted({Path(f).expanduser().resolve().relative_to(root).as_posix() for f in files})
+    root = Path(os.path.abspath(Path(root).expanduser()))
+    rel = sorted({Path(os.path.abspath(Path(f).expanduser())).relative_to(root).as_posix() for f in files})
     return hashlib.sha256("\n".join(rel).encode()).hexdigest()
 
 

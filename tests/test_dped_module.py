@@ -61,7 +61,7 @@ def test_sweep_and_results_yaml() -> None:
 @pytest.mark.parametrize("config", FULL_CONFIGS, ids=lambda p: p.name)
 def test_every_config_runs_a_step(config: Path, dped_root: Path, tmp_path: Path) -> None:
     extra = []
-    if config.stem == "iphone":  # content term on, with a random-init VGG-19 (no weights on this machine)
+    if config.stem in ("iphone", "reproduce"):  # content on, with a random-init VGG-19 (no weights on this machine)
         extra = ["--model.init_args.content_network", RANDOM_VGG]
     elif config.stem in PHONES:  # content off, in the form the loss-ablation sweep passes it
         extra = ['--model.init_args.loss_weights={"content": 0.0}']

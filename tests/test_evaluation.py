@@ -63,6 +63,19 @@ def test_file_list_hash_is_of_the_sorted_relative_list(tmp_path):
     assert block["name"] == "custom" and block["root"] == str(a.resolve()) and len(block["sha256"]) == 64
 
 
+def test_file_list_hash_of_a_root_of_linked_folders(tmp_path):
+    """A test set assembled from links to scene folders elsewhere (``darkroom reproduce --holdout``) hashes by the
+    names under its root, as the same folders copied there would."""
+    elsewhere, linked, copied = tmp_path / "elsewhere" / "scene", tmp_path / "linked", tmp_path / "copied" / "scene"
+    for folder in (elsewhere, copied):
+        folder.mkdir(parents=True)
+        (folder / "1.png").write_bytes(b"")
+    linked.mkdir()
+    (linked / "scene").symlink_to(elsewhere, target_is_directory=True)
+    assert file_list_sha256([linked / "scene" / "1.png"], linked) == file_list_sha256([copied / "1.png"],
+                                                                                      copied.parent)
+
+
 def test_sice_describe_part2_and_named(sice_root):
     dm = SICEDataModule(test_root=str(sice_root / "Dataset_Part2"), num_workers=0, eval_size=None)
     block = dm.describe("test")

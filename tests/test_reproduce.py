@@ -92,3 +92,140 @@ def test_curve_png_has_points_and_target(tmp_path):
     assert img.size == (640, 400)
     colours = {img.getpixel((x, y)) for x in range(60, 620) for y in range(36, 356)}
     assert (200, 0, 0) in colours and (0, 70, 160) in colours  # the target line and the curve
+
+
+# -- the recipes scored by their own test metrics: DeepFuse, ReFusion IVIF, DPED iPhone -------------------------------
+_TINY = ["--epochs", "2", "--trainer.limit_train_batches", "1", "--data.init_args.num_workers", "0",
+         "--run.wandb", "false", "--trainer.enable_progress_bar", "false"]
+
+
+def _stand_in(module, path: Path) -> Path:
+    """A seeded module's networks as a Darkroom checkpoint: the official model's stand-in (``load_pretrained`` reads
+    both kinds), so the tests need no research-only weight file."""
+    torch.save({"state_dict": module.state_dict()}, path)
+    return path
+
+
+def _real_crop(path: Path, box: tuple[int, int, int, int]) -> "np.ndarray":
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(path).crop(box))
+
+
+def _msrs_layout(root: Path, shared_root: Path) -> Path:
+    """ReFusion's MSRS layout ``{train,test}/{ir,vi}/<name>.png`` from the real IR–visible pairs of
+    ``shared/data/fusion/ir_vis`` (64×64 crops), or, without them, synthetic pairs in the same layout."""
+    from datamodules.image_io import write_uint8
+    from datamodules.synthetic.fusion_pairs import write_ir_visible
+
+    pairs = shared_root / "fusion" / "ir_vis"
+    if not (pairs / "MSRS_00710N_ir.png").is_file():
+        return write_ir_visible(root, n_train=2, n_test=1, size=(64, 64))
+    for split, names in (("train", ["MSRS_00710N", "TNO_05"]), ("test", ["MSRS_00906N"])):
+        for name in names:
+            for kind in ("ir", "vi"):
+                write_uint8(root / split / kind / f"{name}.png", _real_crop(pairs / f"{name}_{kind}.png",
+                                                                           (100, 100, 164, 164)))
+    return root
+
+
+def _dped_layout(root: Path, shared_root: Path) -> Path:
+    """DPED's layout ``iphone/{training_data,test_data/patches}/{iphone,canon}/<i>.jpg`` (100×100 patches) from a real
+    aligned pair, the under- and normally exposed Venice photos of ``shared/data/exposure_stacks`` (phone = under,
+    DSLR = normal), or, without them, noise patches in the same layout."""
+    import numpy as np
+
+    from datamodules.image_io import write_uint8
+
+    venice = shared_root / "exposure_stacks" / "Venice"
+    rng = np.random.default_rng(0)
+    for split, n in (("training_data", 2), ("test_data/patches", 2)):
+        for i in range(n):
+            box = (100 * i + (0 if split == "training_data" else 300), 100, 100 * i + 100 + (
+                0 if split == "training_data" else 300), 200)
+            if (venice / "venice_under.png").is_file():
+                phone = _real_crop(venice / "venice_under.png", box)[..., :3]
+                canon = _real_crop(venice / "venice_normal.png", box)[..., :3]
+            else:
+                canon = rng.integers(40, 220, (100, 100, 3)).astype(np.uint8)
+                phone = (canon * 0.6).astype(np.uint8)
+            write_uint8(root / "iphone" / split / "canon" / f"{i}.jpg", np.ascontiguousarray(canon))
+            write_uint8(root / "iphone" / split / "iphone" / f"{i}.jpg", np.ascontiguousarray(phone))
+    return root
+
+
+def _assert_metrics_report(out: Path, rows: list[str]) -> str:
+    report = (out / "report.md").read_text()
+    for row in ["| official | – |", "| ours | 1 |", "| ours | 2 |", *rows]:
+        assert row in report, (row, report)
+    assert (out / "learning_curve.png").stat().st_size > 1000 and (out / "grid.png").stat().st_size > 1000
+    return report
+
+
+def test_reproduce_deepfuse_holds_out_scenes_and_reports_baselines(stacks_root, tmp_path):
+    """Scenes of --data named by --holdout, plus the --test scenes, are the test set (links, nothing copied)."""
+    from lightning_modules.deepfuse import DeepFuse
+
+    torch.manual_seed(5)
+    reference = _stand_in(DeepFuse(), tmp_path / "ref.ckpt")
+    train = stacks_root / "train"
+    held_out = sorted(p.name for p in train.iterdir() if p.is_dir())[0]
+    out = tmp_path / "out"
+    reproduce.main(["deepfuse", "--data", str(train), "--holdout", held_out, "--test", str(stacks_root / "test"),
+                    "--reference", str(reference), "--out", str(out), "--data.init_args.crop_size", "24",
+                    "--data.init_args.batch_size", "2", "--data.init_args.crops_per_stack", "1", *_TINY])
+    split = {s: sorted(p.name for p in (out / "data" / s).iterdir()) for s in ("train", "test")}
+    assert held_out not in split["train"] and held_out in split["test"] and len(split["test"]) == 3
+    assert all((out / "data" / "train" / n).is_symlink() for n in split["train"])
+    report = _assert_metrics_report(out, ["| Mertens (1, 1, 1) | – |", "| exposure mean | – |"])
+    assert f"| {held_out} |" in report and "held out from training" in report
+    official = json.loads((out / "runs" / "deepfuse" / "eval-official-photos" / "results.json").read_text())
+    assert official["dataset"]["count"] == 3 and official["metrics"]["mef_ssim"] > 0
+
+
+def test_reproduce_deepfuse_refuses_unknown_holdout(stacks_root, tmp_path):
+    with pytest.raises(SystemExit, match="no such scene folder"):
+        reproduce.main(["deepfuse", "--data", str(stacks_root / "train"), "--holdout", "Nowhere",
+                        "--reference", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+def test_reproduce_refusion_on_an_msrs_layout(tmp_path):
+    """Real IR–visible pairs (when ../shared/data has them) in the MSRS layout a GPU user downloads."""
+    from conftest import SHARED
+    from lightning_modules.refusion import ReFusion
+
+    torch.manual_seed(5)
+    reference = _stand_in(ReFusion(task="ivif"), tmp_path / "ref.ckpt")
+    root = _msrs_layout(tmp_path / "MSRS", SHARED)
+    out = tmp_path / "out"
+    reproduce.main(["refusion_ivif", "--data", str(root), "--reference", str(reference), "--out", str(out),
+                    "--data.init_args.crop_size", "32", "--data.init_args.batch_size", "1",
+                    "--model.init_args.meta_steps", "1", *_TINY])
+    report = _assert_metrics_report(out, ["| pixel mean | – |", "| pixel max | – |"])
+    assert "qabf ↑" in report and "1 pair," in report
+
+
+def test_reproduce_dped_on_the_dped_layout(tmp_path):
+    """A real aligned pair (when ../shared/data has it) cut into DPED's patch layout; our narrow generator is tested
+    with the same architecture options it was trained with (``--model.…`` reaches our evaluations)."""
+    from conftest import SHARED
+    from helpers import DISC_WIDTH
+    from lightning_modules.dped import DPED
+
+    torch.manual_seed(5)
+    reference = _stand_in(DPED(), tmp_path / "ref.ckpt")
+    root = _dped_layout(tmp_path / "dped", SHARED)
+    out = tmp_path / "out"
+    reproduce.main(["dped_iphone", "--data", str(root), "--reference", str(reference), "--out", str(out),
+                    "--data.init_args.batch_size", "2", "--model.init_args.generator.init_args.channels", "8",
+                    "--model.init_args.discriminator.init_args.width", str(DISC_WIDTH),
+                    "--model.init_args.content_network", "torch.nn.Identity", "--trainer.val_check_interval", "1",
+                    "--trainer.limit_val_batches", "1", *_TINY])
+    _assert_metrics_report(out, ["| phone input | – |"])
+
+
+def test_model_options_pass_only_the_models():
+    assert reproduce.model_options(["--trainer.max_steps", "2", "--model.init_args.lr", "1e-4", "--flag",
+                                    "--model.init_args.net.init_args.n_layers=5"]) == [
+        "--model.init_args.lr", "1e-4", "--model.init_args.net.init_args.n_layers=5"]

@@ -31,9 +31,9 @@ def config_args(config: str | Path) -> list[str]:
     config = Path(config)
     if config.name == "demo.yaml":
         return demo_configs(config.parent.name)
-    for folder, recipe, overlay in RECIPES.values():
-        if config.name == overlay and config.parent.name == folder:
-            return ["-c", str(config.parent / recipe), "-c", str(config)]
+    for r in RECIPES.values():
+        if config.name == r.overlay and config.parent.name == r.folder:
+            return ["-c", str(config.parent / r.recipe), "-c", str(config)]
     return ["-c", str(config)]
 
 
