@@ -36,6 +36,7 @@ from networks.layers import Network, conv
 __all__ = ["OFFICIAL_WEIGHTS_SOURCE", "Architecture", "DeepFuseNet", "load_official_deepfuse"]
 
 Architecture = Literal["official", "paper"]
+Init = Literal["glorot", "positive_output"]
 
 OFFICIAL_WEIGHTS_SOURCE = (
     "DF_model_Epoch99.npz from https://github.com/KRamPrabhakar/DeepFuse (file at the repository root, "
@@ -82,6 +83,11 @@ class DeepFuseNet(Network):
             does this at test time and, in its commented training code, before the MEF-SSIM loss).
             With False the raw last activation is returned.
         batch_norm: BatchNorm after every convolution; only for ``architecture="paper"``.
+        init: ``"glorot"`` (official: Lasagne GlorotNormal weights, zero biases) or ``"positive_output"`` (ours, an
+            ablation for ``architecture="official"``): Glorot normal with the last convolution's weights made
+            non-negative. Its inputs are LeakyReLU outputs, mostly ≥ 0, so the output starts positive and the final
+            LeakyReLU passes the whole gradient instead of 1 % of it on the about half of the pixels that a
+            zero-mean last layer makes negative.
 
     Shapes:
         x: N×K×1×H×W (K ≥ 2) luminance of the exposures, in [0, 1] (studio-range Y/255 for the
@@ -96,10 +102,13 @@ class DeepFuseNet(Network):
         negative_slope: float = 0.01,
         normalize_output: bool = True,
         batch_norm: bool = False,
+        init: Init = "glorot",
     ) -> None:
         super().__init__()
         if architecture not in ("official", "paper"):
             raise ValueError(f"architecture must be 'official' or 'paper', got {architecture!r}")
+        if init not in ("glorot", "positive_output"):
+            raise ValueError(f"init must be 'glorot' or 'positive_output', got {init!r}")
         if batch_norm and architecture == "official":
             raise ValueError("batch_norm is only available for architecture='paper' (the released model has none)")
         self.architecture = architecture
@@ -128,6 +137,10 @@ class DeepFuseNet(Network):
                 nn.init.xavier_normal_(m.weight)  # Lasagne GlorotNormal (official)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        if init == "positive_output":
+            last = [m for m in self.post if isinstance(m, nn.Conv2d)][-1]
+            with torch.no_grad():
+                last.weight.abs_()
 
     def features(self, x: Tensor | Sequence[Tensor]) -> Tensor:
         """Tied pre-fusion features summed over the K exposures: N×K×1×H×W → N×F×H×W."""

@@ -238,3 +238,19 @@ def test_mertens_matches_opencv_reference(shared, weights: tuple[float, float, f
     # grey sources go through the same path and come back with one channel
     grey = Mertens(*weights)(src.detach()[:, :, :1, :32, :32])
     assert grey.shape == (1, 1, 32, 32) and 0 <= grey.amin() and grey.amax() <= 1
+
+
+def test_positive_output_init_starts_positive_and_differs_only_in_the_last_layer() -> None:
+    """The ablation's init: the same Glorot draw, the last convolution's weights non-negative, so the raw output is
+    positive where the official init's output sits below zero (and passes 1 % of the gradient)."""
+    x = torch.rand(2, 2, 1, 24, 24, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    official = DeepFuseNet(normalize_output=False)
+    torch.manual_seed(0)
+    positive = DeepFuseNet(normalize_output=False, init="positive_output")
+    a, b = official.state_dict(), positive.state_dict()
+    last = [k for k in a if k.startswith("post.")][-1]
+    assert all(torch.equal(a[k], b[k]) for k in a if k != last) and torch.equal(a[last].abs(), b[last])
+    assert (positive(x) > 0).all() and (official(x) < 0).float().mean() > 0.5
+    with pytest.raises(ValueError, match="init must be"):
+        DeepFuseNet(init="kaiming")
