@@ -1,5 +1,5 @@
 """DeepFuse speed: inference ms for one 512×384 exposure pair beside Mertens exposure fusion (OpenCV, CPU) on the
-same machine, and training ms per step at the official patch size (77×77, batch 50).
+same machine, and training ms per step at the official patch size (77×77, batch 50), fp32 and bf16-mixed.
 Prints a table and writes benchmarks/results/deepfuse_speed.json (``_cuda`` suffix on a GPU).
 
     python benchmarks/deepfuse_speed.py            # CUDA if available, else CPU
@@ -70,23 +70,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         train_batch = {"sources": torch.rand(batch, 2, 3, 77, 77, device=device)}
         model.log = lambda *a, **k: None  # no trainer attached: logging is a no-op here
 
-        def step() -> None:
-            loss = model.training_step(train_batch, 0)
+        def step(bf16: bool = False) -> None:
+            # bf16: what Lightning's bf16-mixed does (experiments/deepfuse/reproduce.yaml): the forward under
+            # autocast; the MEF-SSIM loss turns autocast off and runs in fp32
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = model.training_step(train_batch, 0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
         train_flops = harness.count_flops(step)
         with harness.LoadWatch() as train_load:
-            train_res = harness.interleave({"train_step": step}, train_rounds, 1, device)
+            train_res = harness.interleave({"train_step": step, "train_step_bf16": lambda: step(True)},
+                                           train_rounds, 1, device)
         harness.with_flop_limits(train_res, {"train_step": train_flops}, device=device)
-        train_res["train_step"]["samples_per_s"] = batch / (train_res["train_step"]["median_ms"] / 1000.0)
+        for name in train_res:
+            train_res[name]["samples_per_s"] = batch / (train_res[name]["median_ms"] / 1000.0)
         train = harness.comparison(train_res, "train_step", train_load,
-                                   what=f"77x77 extreme pairs, batch {batch}, 1 - MEF-SSIM, Adam, ms per step")
+                                   what=f"77x77 extreme pairs, batch {batch}, 1 - MEF-SSIM, Adam, ms per step "
+                                        "(train_step: fp32; train_step_bf16: bf16 autocast forward, fp32 loss)")
 
     print(f"inference: {infer['what']}")
     print(harness.table(infer))
-    print(f"training: {train['what']}  ({train_res['train_step']['samples_per_s']:.1f} samples/s)")
+    print(f"training: {train['what']}  (" + ", ".join(f"{n} {r['samples_per_s']:.1f} samples/s"
+                                                       for n, r in train_res.items()) + ")")
     print(harness.table(train))
     payload = {
         "environment": env, "load": load.record, "quick": args.quick,
