@@ -19,11 +19,14 @@ warnings.filterwarnings("ignore", message=".*Consider setting `persistent_worker
 # Darkroom's ResumeState callback positions the sampler itself (experiments/checkpointing.py)
 warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
 warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-for _name in ("lightning.pytorch", "lightning.fabric"):  # drop Lightning's advertising tips from run output
-    for _handler in logging.getLogger(_name).handlers:
-        _handler.addFilter(lambda record: "💡 Tip" not in record.getMessage())
+# without validation data Lightning warns about the empty list of val loaders on every run
+warnings.filterwarnings("ignore", message=".*Total length of .* across ranks is zero.*")
 
 from lightning.pytorch import Trainer  # noqa: E402
+
+for _name in ("lightning.pytorch", "lightning.fabric"):  # drop Lightning's advertising tips from run output
+    for _handler in logging.getLogger(_name).handlers:  # (the handlers exist once lightning is imported)
+        _handler.addFilter(lambda record: "💡 Tip" not in record.getMessage())
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 
