@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> None:
               "          reproduce  train a paper's recipe on real data and compare with the official model\n"
               "environment: DARKROOM_ALLOCATOR=auto (default: jemalloc/tcmalloc when installed) | jemalloc | "
               "tcmalloc | glibc | system\n")
-    cli_main(argv)
+    from experiments.sweep_config import map_config_paths, suite_config
+
+    cli_main(map_config_paths(argv, suite_config))
 
 
 if __name__ == "__main__":

@@ -142,13 +142,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("file", type=Path, help="sweep YAML (W&B syntax)")
     parser.add_argument("--local", action="store_true", help="expand and run here, without a W&B server")
     parser.add_argument("--out", type=Path, default=None, help="local: sweep folder (default runs/sweeps/<name>)")
-    parser.add_argument("--count", type=int, default=None, help="local random search: number of runs")
+    parser.add_argument("--count", type=int, default=None,
+                        help="local: number of runs (random: draws; grid: the first COUNT combinations)")
     parser.add_argument("--seed", type=int, default=0, help="local random search: sampling seed")
     parser.add_argument("--dry-run", action="store_true", help="local: print the runs without running them")
     parser.add_argument("--timeout", type=float, default=None, help="local: seconds per run before it counts as failed")
     parser.add_argument("--project", default="darkroom")
     parser.add_argument("--entity", default=None)
     args = parser.parse_args(argv)
+    try:
+        _run(args, extra)
+    except (SweepConfigError, FileNotFoundError) as err:
+        raise SystemExit(f"darkroom sweep: {err}") from None
+
+
+def _run(args: argparse.Namespace, extra: list[str]) -> None:
     cfg = load_sweep(args.file)
     if args.local:
         if cfg["method"] == "bayes":
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg = {**cfg, "method": "random"}
         out = args.out or Path("runs") / "sweeps" / args.file.stem
         records = run_local(cfg, out, extra, count=args.count, seed=args.seed, dry_run=args.dry_run,
-                            timeout=args.timeout)
+                            timeout=args.timeout, sweep_file=args.file)
         if any(r.status == "failed" for r in records):
             raise SystemExit(1)
     else:

@@ -9,6 +9,7 @@ import json
 import math
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +103,16 @@ def sample_parameter(key: str, spec: dict, rng: random.Random) -> Any:
 
 
 def expand(cfg: dict, count: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
-    """The runs of a sweep as ``{dotted name: value}`` dicts (grid: all combinations; random: ``count`` draws)."""
+    """The runs of a sweep as ``{dotted name: value}`` dicts (grid: all combinations, or the first ``count`` of
+    them; random: ``count`` draws)."""
     params = flatten_parameters(cfg["parameters"])
+    if count is not None and count < 1:
+        raise SweepConfigError(f"--count must be ≥ 1, got {count}")
     if cfg["method"] == "grid":
         keys = list(params)
-        return [dict(zip(keys, combo, strict=True))
+        runs = [dict(zip(keys, combo, strict=True))
                 for combo in itertools.product(*(_grid_values(k, params[k]) for k in keys))]
+        return runs[:count] if count is not None else runs
     n = count or cfg.get("run_cap") or 10
     rng = random.Random(seed)
     return [{k: sample_parameter(k, spec, rng) for k, spec in params.items()} for _ in range(int(n))]
@@ -131,8 +136,54 @@ def run_arguments(params: dict[str, Any], hyphens: bool = True) -> list[str]:
 DARKROOM_COMMAND: list[str] = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-m", "experiments.cli"]
 
 
-def build_command(cfg: dict, params: dict[str, Any]) -> list[str]:
-    """The sweep's ``command`` with its macros filled; ``darkroom`` becomes :data:`DARKROOM_COMMAND`."""
+#: the folder that holds the suite's ``experiments/`` (the configs a sweep names as ``experiments/<paper>/…``)
+SUITE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_config(value: str, sweep_file: Path | None) -> str:
+    """A config path of a sweep as an absolute path: relative paths are looked up beside the sweep file, then in the
+    installed suite (:data:`SUITE_ROOT`), never in the working folder, so a sweep runs the same from anywhere.
+
+    Raises:
+        SweepConfigError: no such file in either place (both are named).
+    """
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    places = ([sweep_file.resolve().parent] if sweep_file is not None else []) + [SUITE_ROOT]
+    for place in places:
+        if (place / path).is_file():
+            return str(place / path)
+    raise SweepConfigError(f"config {value!r}: not found beside the sweep file or in the suite (looked in "
+                           + ", ".join(str(p) for p in places) + ")")
+
+
+def map_config_paths(tokens: list[str], resolve: Callable[[str], str]) -> list[str]:
+    """``tokens`` with each config path (``-c X``, ``--config X``, ``--config=X``, ``-c=X``) replaced by
+    ``resolve(X)``."""
+    out: list[str] = []
+    for i, token in enumerate(tokens):
+        if i and tokens[i - 1] in ("-c", "--config"):
+            token = resolve(token)
+        elif token.startswith(("--config=", "-c=")):
+            key, value = token.split("=", 1)
+            token = f"{key}={resolve(value)}"
+        out.append(token)
+    return out
+
+
+def suite_config(value: str) -> str:
+    """``darkroom fit -c experiments/<paper>/…`` from any folder: a relative config path that is not a file here but is
+    one in the installed suite becomes the suite's (a W&B agent runs a sweep's command in its own folder)."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.is_file() or not (SUITE_ROOT / path).is_file():
+        return value
+    return str(SUITE_ROOT / path)
+
+
+def build_command(cfg: dict, params: dict[str, Any], sweep_file: Path | None = None) -> list[str]:
+    """The sweep's ``command`` with its macros filled; ``darkroom`` becomes :data:`DARKROOM_COMMAND`, and every
+    config path (``-c``, ``--config``, a ``config`` parameter) is resolved by :func:`resolve_config`."""
     command = cfg.get("command") or ["${env}", "${program}", "${args}"]
     out: list[str] = []
     for token in command:
@@ -150,7 +201,7 @@ def build_command(cfg: dict, params: dict[str, Any]) -> list[str]:
             out += DARKROOM_COMMAND
         else:
             out.append(token)
-    return out
+    return map_config_paths(out, lambda value: resolve_config(value, sweep_file))
 
 
 def run_name(params: dict[str, Any]) -> str:

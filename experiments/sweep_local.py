@@ -56,13 +56,34 @@ def _resume_point(run_dir: Path | None) -> tuple[Path | None, str | None]:
 
 
 def _error_line(lines: list[str]) -> str:
-    """The line of a log tail that says what went wrong (an exception or ``error:`` line, else the last)."""
-    pattern = re.compile(r"^([\w.]*(Error|Exception|Interrupt|Exit)\b|error:)", re.IGNORECASE)
-    lines = [ln.strip() for ln in lines if ln.strip()]
-    for line in reversed(lines):
-        if pattern.match(line):
-            return line
-    return lines[-1] if lines else "(no output)"
+    """The line of a run's output that says what went wrong: the last exception or ``error:`` line (anywhere in the
+    output: a usage listing may follow or precede it), else the last line. A jsonargparse ``error:`` block adds its
+    most specific line (``error: Parser key "model": … Option 'bogus' is not accepted``)."""
+    pattern = re.compile(r"^([\w.]*(Error|Exception|Interrupt|Exit)\b|(\S+ ?){0,2}error:)", re.IGNORECASE)
+    stripped = [ln.rstrip() for ln in lines]
+    for i in range(len(stripped) - 1, -1, -1):
+        line = stripped[i].strip()
+        if not pattern.match(line):
+            continue
+        if line.lower().endswith(":") and "error:" in line.lower():
+            block = []
+            for follow in stripped[i + 1:]:
+                if follow and not follow[0].isspace():
+                    break
+                text = follow.strip()
+                if text and not text.startswith(("Given value", "Subtypes", "Errors:", "- Expected a <class 'NoneType'>",
+                                                 "Does not validate")):
+                    block.append(text.lstrip("- "))
+            specific = [b for b in block if "not accepted" in b] or block
+            if specific:
+                line = f"{line} … {specific[-1]}"
+        return line
+    nonempty = [ln.strip() for ln in lines if ln.strip()]
+    return nonempty[-1] if nonempty else "(no output)"
+
+
+#: runs that fail the same way before training, one after another, that stop a sweep (the error is the sweep's)
+FAIL_FAST_RUNS = 2
 
 
 # -- the local runner -----------------------------------------------------------------------------------------
@@ -108,22 +129,34 @@ def _summary(records: list[RunRecord], status_path: Path) -> None:
     sys.stdout.flush()
 
 
-def run_local(cfg: dict, out: Path, extra_args: list[str], count: int | None = None, seed: int = 0,
-              dry_run: bool = False, timeout: float | None = None) -> list[RunRecord]:
-    """Run every expanded run of ``cfg`` here, one process each; never stops on a failed run.
+def _never_trained(run_dir: Path | None) -> bool:
+    return run_dir is None or not any((run_dir / "checkpoints").glob("*.ckpt"))
 
-    Returns one record per run (``finished``, ``skipped``, ``failed``, ``running elsewhere``). Safe to run
-    several times at once on the same sweep and to kill at any moment (see :mod:`experiments.sweep`'s docstring).
+
+def run_local(cfg: dict, out: Path, extra_args: list[str], count: int | None = None, seed: int = 0,
+              dry_run: bool = False, timeout: float | None = None, sweep_file: Path | None = None) -> list[RunRecord]:
+    """Run every expanded run of ``cfg`` here, one process each. A failed run does not stop the sweep, except that
+    when the first :data:`FAIL_FAST_RUNS` runs fail with the same error before training (no checkpoint), the error
+    is the sweep's (a bad path, a config typo), so it stops and prints it with the run's log.
+
+    ``sweep_file``: where the config paths of the command are looked up first
+    (:func:`~experiments.sweep_config.resolve_config`). Returns one record per run that was looked at (``finished``,
+    ``skipped``, ``failed``, ``running elsewhere``). Safe to run several times at once on the same sweep and to kill
+    at any moment (see :mod:`experiments.sweep`'s docstring).
     """
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out)  # status writes of killed runners
     status_path = out / "sweep_status.json"
     locks = out / "locks"
     runs = expand(cfg, count=count, seed=seed)
+    if cfg["method"] == "grid" and count is not None:
+        print(f"[sweep] grid: the first {len(runs)} of {len(expand(cfg))} combinations (--count {count})", flush=True)
     names = [run_name(p) for p in runs]
+    commands = [build_command(cfg, params, sweep_file) for params in runs]  # a missing config fails here, not per run
     records: list[RunRecord] = []
+    early_errors: list[str] = []
     with _Stop() as stop:
-        for i, (params, name) in enumerate(zip(runs, names, strict=True), 1):
+        for i, (params, name, command) in enumerate(zip(runs, names, commands, strict=True), 1):
             if stop.signum is not None:
                 break
             existing = _find_run_dir(out, name)
@@ -138,7 +171,7 @@ def run_local(cfg: dict, out: Path, extra_args: list[str], count: int | None = N
                 print(f"{prefix}: already finished, skipped", flush=True)
                 _write_status(status_path, [rec], names)
                 continue
-            cmd = build_command(cfg, params) + ["--run.root", str(out), "--run.name", name,
+            cmd = command + ["--run.root", str(out), "--run.name", name,
                                                 "--run.test_after_fit=true", *extra_args]
             if dry_run:
                 last = existing / "checkpoints" / "last.ckpt" if existing is not None else None
@@ -187,7 +220,8 @@ def run_local(cfg: dict, out: Path, extra_args: list[str], count: int | None = N
                 rec.run_dir = str(run_dir) if run_dir else rec.run_dir
                 with log_path.open("rb") as log:
                     log.seek(offset)
-                    tail = log.read().decode(errors="replace").strip().splitlines()[-15:]
+                    output = log.read().decode(errors="replace").strip().splitlines()
+                tail = output[-15:]
                 if why is None and rec.returncode == 0 and _finished(run_dir):
                     res = json.loads((run_dir / "results.json").read_text())
                     rec.status, rec.metrics, rec.fit_seconds = "finished", res.get("metrics", {}), res.get("fit_seconds")
@@ -200,14 +234,22 @@ def run_local(cfg: dict, out: Path, extra_args: list[str], count: int | None = N
                     reason = (f"timed out after {timeout:g} s" if why == "timed out"
                               else f"killed by signal {-rc}" if rc is not None and rc < 0
                               else f"exit code {rc}" if rc else "exit code 0 but no results.json")
-                    rec.status, rec.error = "failed", f"{reason}: {_error_line(tail)}\n" + "\n".join(tail)
+                    line = _error_line(output)
+                    rec.status, rec.error = "failed", f"{reason}: {line}\n" + "\n".join(tail)
                     print(f"{prefix}: FAILED ({rec.error.splitlines()[0]}); log: {log_path}; continuing", flush=True)
+                    if len(early_errors) == i - 1 and _never_trained(run_dir):
+                        early_errors.append(line)
             finally:
                 lock.release()
                 if rec.status == "running":  # an exception on our side: do not leave "running" behind
                     rec.status = "failed"
                     rec.error = rec.error or "the sweep runner stopped"
                 _write_status(status_path, [rec], names)
+            if (len(early_errors) == FAIL_FAST_RUNS == i and len(set(early_errors)) == 1 and len(runs) > i):
+                print(f"[sweep] stopping: the first {i} runs failed before training with the same error, so the "
+                      f"other {len(runs) - i} would too:\n[sweep]   {early_errors[0]}\n[sweep]   log: {log_path}",
+                      flush=True)
+                break
         if not dry_run:  # (each record was merged into the status file when it was decided)
             _summary(records, status_path)
         if stop.signum is not None:

@@ -109,6 +109,46 @@ def test_crashed_run_does_not_stop_sweep_and_rerun_skips_finished(sice_root, tmp
     assert [r.status for r in again] == ["failed", "skipped"]
 
 
+def test_sweep_runs_from_any_folder_with_configs_beside_the_sweep_or_in_the_suite(tmp_path, monkeypatch, capsys):
+    """Config paths resolve beside the sweep file, then in the suite; never in the working folder."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (elsewhere / "experiments" / "zero_dce").mkdir(parents=True)  # a decoy in the working folder: never used
+    (elsewhere / "experiments" / "zero_dce" / "paper.yaml").write_text("trainer: {max_steps: 1}\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "overlay.yaml").write_text("trainer: {max_steps: 3}\n")
+    (mine / "s.yaml").write_text(yaml.safe_dump({
+        "method": "grid", "parameters": {"model.init_args.lr": {"values": [1e-4, 1e-3, 1e-2]}},
+        "command": ["${env}", "darkroom", "fit", "-c", "experiments/zero_dce/paper.yaml", "--config=overlay.yaml",
+                    "${args}"]}))
+    sweep.main([str(mine / "s.yaml"), "--local", "--dry-run", "--count", "2", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "the first 2 of 3 combinations" in out and out.count("[sweep ") == 2
+    assert f"-c {REPO / 'experiments' / 'zero_dce' / 'paper.yaml'}" in out and f"--config={mine / 'overlay.yaml'}" in out
+    (mine / "s.yaml").write_text((mine / "s.yaml").read_text().replace("overlay.yaml", "missing.yaml"))
+    with pytest.raises(SystemExit, match="config 'missing.yaml': not found beside the sweep file or in the suite"):
+        sweep.main([str(mine / "s.yaml"), "--local", "--dry-run", "--out", str(tmp_path / "out")])
+
+
+def test_sweep_stops_when_its_first_runs_cannot_start(tmp_path, monkeypatch, capsys):
+    """Runs that fail the same way before training (here a config typo) stop the sweep after two, and the status file
+    holds the error line itself, not the tail of the usage listing."""
+    monkeypatch.chdir(tmp_path)
+    cfg = {"method": "grid", "parameters": {"model.init_args.lr": {"values": [1e-4, 1e-3, 1e-2, 1e-1]}},
+           "command": ["${env}", "darkroom", "fit", "-c", "experiments/zero_dce/paper.yaml",
+                       "--model.init_args.bogus_option=1", "${args}"]}
+    records = sweep.run_local(cfg, tmp_path / "sweep", [])
+    assert [r.status for r in records] == ["failed", "failed"]
+    printed = capsys.readouterr().out
+    assert "stopping: the first 2 runs failed before training with the same error" in printed
+    status = json.loads((tmp_path / "sweep" / "sweep_status.json").read_text())
+    assert len(status) == 2
+    first_line = status[0]["error"].splitlines()[0]
+    assert first_line.startswith("exit code 2: error: Parser key \"model\"") and "bogus_option" in first_line
+
+
 # -- tables ---------------------------------------------------------------------------------------------------
 
 def _fake_result(root: Path, name: str, init_args: dict, metrics: dict, when: str) -> None:
