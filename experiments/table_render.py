@@ -104,8 +104,9 @@ def _latex_table(lines: list[list[str]], cols: str, notes: list[str], comment: s
 def render(table: dict, rows: list[FilledRow], fmt: str = "markdown") -> str:
     metrics = list(table["metrics"])
     header = ["method"]
+    reference = table.get("reference_label", "paper")  # what the reference column holds (a recorded run, say)
     for m in metrics:
-        header += [f"{m} paper", f"{m} ours", f"{m} Δ"]
+        header += [f"{m} {reference}", f"{m} ours", f"{m} Δ"]
     header += ["run", "warning"]
     takes_runs = {r["method"]: "match" in r for r in table["rows"]}
     general, per_row = _table_notes(table, rows)
@@ -129,7 +130,9 @@ def render(table: dict, rows: list[FilledRow], fmt: str = "markdown") -> str:
         notes = list(general) + [f"{m}: {n}" for m, items in per_row.items() for n in items]
         cols = "l" + "rrr" * len(metrics) + "ll"
         return _latex_table([header, *body], cols, notes, f"{table.get('caption', '')} — {table.get('source', '')}")
-    lines = [f"### {table.get('caption', table['name'])}", "", f"Paper numbers: {table.get('source', 'n/a')}", "",
+    lines = [f"### {table.get('caption', table['name'])}", "",
+             f"{'Paper numbers' if reference == 'paper' else reference.capitalize() + ' numbers'}: "
+             f"{table.get('source', 'n/a')}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(line) + " |" for line in body]
     notes = [f"- {g}" for g in general]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 _MISSING = object()
@@ -196,7 +197,9 @@ def other_runs(filled: list[tuple[dict, list[FilledRow]]], paper: str, runs: lis
 
 
 def training_text(run: dict) -> str:
-    """``1234 steps``, ``3 epochs``, ``official weights`` (pretrained, not trained here) or ``unknown``.
+    """``1234 steps``, ``3 epochs``, ``official weights`` (pretrained, not trained here), ``checkpoint <file>`` (a
+    Darkroom ``.ckpt`` loaded as pretrained weights, e.g. each epoch that ``darkroom reproduce`` tests) or
+    ``unknown``.
 
     Reads ``training.steps`` / ``training.epochs``; pretrained = ``pretrained`` set or ``training.from == "pretrained"``.
     """
@@ -209,6 +212,8 @@ def training_text(run: dict) -> str:
         text = _plural(steps, "step") + (f" ({_plural(epochs, 'epoch')})" if epochs else "")
     elif epochs:
         text = _plural(epochs, "epoch")
+    elif str(run.get("pretrained") or "").endswith(".ckpt"):
+        return f"checkpoint {Path(str(run['pretrained'])).name}"
     else:
         return "official weights" if pretrained else "not trained"
     return text + (" from pretrained weights" if pretrained else "")

@@ -220,6 +220,8 @@ def test_older_results_json_without_dataset_goes_to_your_runs(tmp_path):
 
 def test_training_length_text():
     assert table.training_text({"training": {"steps": None, "epochs": None, "from": "pretrained"}}) == "official weights"
+    assert table.training_text({"training": {"steps": None, "epochs": None}, "pretrained": "/r/epoch=0003.ckpt"}) == (
+        "checkpoint epoch=0003.ckpt")
     assert table.training_text({"training": {"steps": 500, "epochs": 2}, "pretrained": "x.pth"}) == (
         "500 steps (2 epochs) from pretrained weights")
     assert table.training_text({"training": {"steps": None, "epochs": 3}}) == "3 epochs"
