@@ -35,6 +35,7 @@ from experiments.callbacks import FitTimer, ResultsWriter  # noqa: E402
 from experiments.checkpointing import AtomicCheckpointIO, LastCheckpoint, ResumeState  # noqa: E402
 from experiments.loggers import make_loggers, new_run_name, run_dir_of_checkpoint, wandb_id  # noqa: E402
 from experiments.nonfinite_guard import NonFiniteGuard  # noqa: E402
+from experiments.trainer import DarkroomTrainer  # noqa: E402
 from experiments.precision import (  # noqa: E402
     MIXED,
     FP32EvalMixedPrecision,
@@ -84,6 +85,7 @@ class DarkroomCLI(LightningCLI):
             DarkroomDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            trainer_class=DarkroomTrainer,
             args=args,
             run=run,
             **kwargs,

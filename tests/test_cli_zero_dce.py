@@ -108,3 +108,14 @@ def test_fit_resume_test_predict(sice_root, tmp_path):
               "--run.output_dir", str(out), *run_args(tmp_path, wandb=True)])
     written = {p.name: Image.open(p).size for p in out.glob("*.png")}
     assert written == {"odd.png": (53, 37), "small.png": (31, 20)}
+
+
+def test_an_integer_batch_limit_is_a_count_of_batches(tmp_path):
+    """``--trainer.limit_val_batches 1`` is one batch (Lightning 2.6's ``float | int`` made it 1.0 = every batch);
+    ``1.0`` and ``0.25`` stay fractions (experiments/trainer.py)."""
+    config = str(REPO / "experiments" / "zero_dce" / "paper.yaml")
+    cli = cli_main(["-c", config, "--trainer.limit_val_batches", "1", "--trainer.limit_train_batches=0.25",
+                    "--trainer.limit_test_batches", "1.0", "--run.root", str(tmp_path), "--run.wandb", "false"],
+                   run=False)
+    assert type(cli.trainer.limit_val_batches) is int and cli.trainer.limit_val_batches == 1
+    assert cli.trainer.limit_train_batches == 0.25 and type(cli.trainer.limit_test_batches) is float
