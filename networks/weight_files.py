@@ -456,7 +456,8 @@ def check_weights(path: str | Path, expected: str, *, darkroom_ckpt: bool = Fals
 
     A file passes when its kind is one the reader opens (:data:`OFFICIAL_WEIGHTS`; ``"lightning"`` too with
     ``darkroom_ckpt``; any of ``also_accept``) and it does not look like other weights (a Darkroom checkpoint fits
-    when it is of the same paper). A file of the right kind whose tensors fit no paper passes: the reader's own
+    when it is of the same paper). A torch file that holds pickled objects other than tensors is refused here (never
+    unpickled), unless ``"torch"`` is in ``also_accept``. A file of the right kind whose tensors fit no paper passes: the reader's own
     checks then name the missing key or wrong shape.
 
     Args:
@@ -474,6 +475,8 @@ def check_weights(path: str | Path, expected: str, *, darkroom_ckpt: bool = Fals
     except FileNotFoundError:
         return None
     readable = OFFICIAL_WEIGHTS[expected][2] | ({"lightning"} if darkroom_ckpt else set()) | set(also_accept)
-    if found.kind not in readable or (found.identity and not _fits(found.identity, expected, darkroom_ckpt)):
+    refused = found.kind == "torch" and found.tensors is None and "torch" not in also_accept  # pickled code
+    other = found.identity is not None and not _fits(found.identity, expected, darkroom_ckpt)
+    if refused or other or found.kind not in readable:
         raise weight_file_error(found, expected, darkroom_ckpt)
     return found

@@ -355,6 +355,7 @@ WRONG = [  # (loader, file, what the message says it is)
     ("Zero-DCE", "refusion.ckpt", "a Lightning checkpoint (looks like a Darkroom ReFusion checkpoint)"),
     ("Zero-DCE", "cut_legacy.pth", "a truncated or corrupt PyTorch file"),
     ("Zero-DCE", "empty.pth", "an empty file (0 bytes)"),
+    ("Zero-DCE", "evil.pth", "a PyTorch file holding objects other than tensors (not unpickled)"),
     ("Zero-DCE", "iphone_orig.index", "a TensorFlow checkpoint index (looks like the official DPED weights)"),
     ("DeepFuse", "Epoch99.pth", "a PyTorch state dict (looks like the official Zero-DCE weights)"),
     ("DeepFuse", "ReFusion_IVIF.pth", "a PyTorch state dict (looks like the official ReFusion weights)"),
@@ -372,6 +373,7 @@ WRONG = [  # (loader, file, what the message says it is)
     ("ReFusion", "zip_header.pth", "a truncated or corrupt zip archive ("),
     ("ReFusion", "image.pth", "a PNG image, not weights"),
     ("ReFusion", "empty.pth", "an empty file (0 bytes)"),
+    ("ReFusion", "evil.pth", "a PyTorch file holding objects other than tensors (not unpickled)"),
 ]
 
 
@@ -478,6 +480,7 @@ MODULE_WRONG = [
     ("DPED", "empty.pth", "an empty file (0 bytes)"),
     ("ReFusion", "DF_model_Epoch99.npz", "a NumPy .npz (looks like the official DeepFuse weights)"),
     ("ReFusion", "cut.pth", "a truncated or corrupt zip archive ("),
+    ("Zero-DCE", "evil.pth", "a PyTorch file holding objects other than tensors (not unpickled)"),
 ]
 
 
