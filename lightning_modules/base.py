@@ -27,6 +27,7 @@ from lightning_modules.inference import FastInference
 from lightning_modules.per_image import PerImageRows
 from lightning_modules.tiling import DEFAULT_TILE_SIZE
 from networks.layers import Network, network_spec
+from networks.weight_files import OFFICIAL_WEIGHTS, WeightFile, check_weights
 
 Stage = Literal["val", "test"]
 
@@ -86,14 +87,22 @@ class DarkroomModule(FastInference, LightningModule):
     def load_pretrained(self, path: str | Path) -> None:
         """Load a Darkroom ``.ckpt`` (every network of :attr:`networks` the file holds) or the official weights.
 
+        The file is inspected first (:func:`networks.weight_files.check_weights`): another paper's weights, another
+        format or a truncated official file is refused in one line before anything is loaded. A Lightning checkpoint
+        of this paper is read as a ``.ckpt`` whatever its suffix.
+
         Raises:
             FileNotFoundError: no file at ``path``.
-            :class:`~lightning_modules.checkpoints.CheckpointError`: a hostile, truncated or corrupt file.
+            :class:`~lightning_modules.checkpoints.CheckpointError` (= :class:`~networks.weight_files.WeightFileError`):
+                a file that is not this paper's official weights nor a Darkroom ``.ckpt`` of it, or a hostile,
+                truncated or corrupt file.
             KeyError: a ``.ckpt`` with none of this module's networks.
         """
         path = Path(path)
         self.pretrained_path = str(path)
-        if path.suffix != ".ckpt":
+        found = self._check_weights(path)
+        as_ckpt = found is not None and found.kind == "lightning" and (found.identity or "").startswith("darkroom:")
+        if path.suffix != ".ckpt" and not as_ckpt:
             self.load_official(path)
             return
         state = checkpoint_state(path, tuple(f"{name}." for name in self.networks), strip=False)
@@ -101,6 +110,16 @@ class DarkroomModule(FastInference, LightningModule):
             sub = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
             if sub:
                 getattr(self, name).load_state_dict(sub)
+
+    def _check_weights(self, path: Path) -> WeightFile | None:
+        """:func:`~networks.weight_files.check_weights` against this module's official file (the variant's, for
+        Zero-DCE++) or a Darkroom ``.ckpt``; a ``.ckpt`` that does not open is left to the checkpoint reader, whose
+        message names the file and why."""
+        expected = self.variant if self.variant in OFFICIAL_WEIGHTS else self.paper
+        if expected not in OFFICIAL_WEIGHTS:
+            return None
+        also = ("torch", "truncated/corrupt") if path.suffix == ".ckpt" else ()
+        return check_weights(path, expected, darkroom_ckpt=True, also_accept=also)
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, batch: dict, batch_idx: int, stage: Stage) -> None:

@@ -3,13 +3,13 @@
 Every reader goes through :func:`load_checkpoint_file` (for official ``.pth`` files: :func:`load_torch_file`),
 which unpickles with ``weights_only=True``: tensors, containers and plain values only. A file that asks the
 unpickler for anything else (``os.system``, an arbitrary class) is refused before any of it runs, and a truncated
-or corrupt file gives one :class:`CheckpointError` that names it.
+or corrupt file gives one :class:`CheckpointError` that names it (the same class as
+:class:`networks.weight_files.WeightFileError`, which the official-weight readers raise).
 """
 
 from __future__ import annotations
 
 import pickle
-import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,29 +17,14 @@ from typing import Any
 
 import torch
 
-_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation of torch.load",
-                      "In PyTorch 2.6", "Re-running `torch.load`")
+from networks.weight_files import WeightFileError, refuses_code, torch_error_reason
 
-
-class CheckpointError(ValueError):
-    """A file given as a checkpoint that is not a readable Darkroom checkpoint, or that holds pickled code."""
-
-
-def _reason(exc: BaseException) -> str:
-    """The informative line of ``exc`` (for torch's weights-only refusal: the line naming the refused global)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    for i, ln in enumerate(lines):
-        if "WeightsUnpickler error:" in ln:
-            rest = ln.split("WeightsUnpickler error:", 1)[1].strip() or next(iter(lines[i + 1:]), "")
-            return rest.split(". Please use", 1)[0]
-    for ln in lines:
-        if not ln.startswith(_TORCH_BOILERPLATE) and not re.match(r"\(\d\)", ln):
-            return ln
-    return lines[0] if lines else ""
+#: One error for every wrong weights file, checkpoints included (the name the command and the sweep catch).
+CheckpointError = WeightFileError
 
 
 def _corrupt(path: Path, exc: BaseException) -> CheckpointError:
-    reason = _reason(exc)
+    reason = torch_error_reason(exc)
     if not reason and path.stat().st_size == 0:
         reason = "the file is empty"
     detail = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
@@ -63,8 +48,8 @@ def load_torch_file(path: str | Path, map_location: str | torch.device = "cpu") 
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch refuses a global (a function or class to call) by name; an unknown opcode means garbage bytes
-        if "Weights only load failed" in str(exc) and not _reason(exc).startswith("Unsupported operand"):
-            raise CheckpointError(f"{path}: refused: the file contains pickled code ({_reason(exc)}); "
+        if refuses_code(exc):
+            raise CheckpointError(f"{path}: refused: the file contains pickled code ({torch_error_reason(exc)}); "
                                   "Darkroom loads weights only") from None
         raise _corrupt(path, exc) from exc
     except MemoryError:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from imaging.colour import minmax_normalize
 from imaging.stacks import stack_sources
 from networks.layers import Network, conv
+from networks.weight_files import check_weights
 
 __all__ = ["OFFICIAL_WEIGHTS_SOURCE", "Architecture", "DeepFuseNet", "load_official_deepfuse"]
 
@@ -171,6 +172,8 @@ def load_official_deepfuse(
 
     Raises:
         FileNotFoundError: ``path`` does not exist (names the expected file and where it comes from).
+        WeightFileError: the file is not an ``.npz`` (a ``.pth``, text, truncated …) or looks like other weights;
+            checked before loading (:func:`networks.weight_files.check_weights`).
         ValueError: the file lacks an array or an array has the wrong shape.
     """
     path = Path(path)
@@ -178,6 +181,7 @@ def load_official_deepfuse(
         raise FileNotFoundError(
             f"{path}: DeepFuse official weights not found; expected {OFFICIAL_WEIGHTS_SOURCE}"
         )
+    check_weights(path, "deepfuse")
     net = DeepFuseNet("official", normalize_output=normalize_output)
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     with np.load(path, allow_pickle=False) as npz:

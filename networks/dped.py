@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from networks.layers import Network
 from networks.tf_checkpoint import checkpoint_files, load_tf_checkpoint
+from networks.weight_files import check_weights, tf_checkpoint_prefix
 
 __all__ = ["OFFICIAL_DPED_SOURCE", "DPEDDiscriminator", "DPEDGenerator", "load_official_dped", "rgb_to_grayscale_tf",
            "tf_same_pad"]
@@ -229,7 +230,7 @@ def load_official_dped(prefix: str | Path) -> DPEDGenerator:
 
     Args:
         prefix: checkpoint prefix, e.g. ``…/weights/dped/iphone_orig`` (also ``sony_orig``,
-            ``blackberry_orig``), or the path of its ``.index`` file.
+            ``blackberry_orig``), or the path of its ``.index`` or ``.data-00000-of-00001`` file.
 
     Returns:
         the generator in eval mode (instance norm has no running statistics, so eval = train behaviour).
@@ -237,7 +238,11 @@ def load_official_dped(prefix: str | Path) -> DPEDGenerator:
     Raises:
         FileNotFoundError: ``<prefix>.index`` or ``<prefix>.data-00000-of-00001`` is missing; the message says
             where the files come from.
+        WeightFileError: ``prefix`` names a file that is not a TF checkpoint (a ``.pth``, an ``.npz``, text …) or one
+            that looks like other weights; checked before loading (:func:`networks.weight_files.check_weights`).
     """
+    if check_weights(prefix, "dped") is not None:  # a wrong file raises; a data shard stands for its prefix
+        prefix = tf_checkpoint_prefix(prefix) or prefix
     files = checkpoint_files(prefix)
     missing = [str(f) for f in files if not f.is_file()]
     if missing:

@@ -30,6 +30,7 @@ from networks.restormer import (
     transformer_blocks,
     transposed_attention,
 )
+from networks.weight_files import check_weights
 
 OFFICIAL_REFUSION_SOURCE = (
     "https://github.com/HaowenBai/ReFusion (commit 54b733420e67042aa6ddd146ec3edef902122930), "
@@ -311,6 +312,8 @@ def load_official_refusion(path: str | Path, map_location: str | torch.device = 
 
     Raises:
         FileNotFoundError: the file is absent (the message names it and its official source).
+        WeightFileError: the file is not a torch file (an ``.npz``, text, truncated …) or looks like other weights;
+            checked before loading (:func:`networks.weight_files.check_weights`).
         KeyError: keys missing from / unexpected in the checkpoint after alias mapping (listed).
         ValueError: a tensor of the wrong shape, or an alias pair that disagrees.
     """
@@ -319,6 +322,7 @@ def load_official_refusion(path: str | Path, map_location: str | torch.device = 
         raise FileNotFoundError(
             f"ReFusion checkpoint not found: {path}. Official source: {OFFICIAL_REFUSION_SOURCE}"
         )
+    check_weights(path, "refusion")
     state = torch.load(path, map_location=map_location, weights_only=True)
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from networks.layers import Network
+from networks.weight_files import check_weights
 
 __all__ = [
     "DCENet",
@@ -281,6 +282,9 @@ def load_official_weights(path: str | Path, variant: str = "zero_dce", scale_fac
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the message says which official file is expected).
+        WeightFileError: the file is not a torch file (an ``.npz``, text, truncated …) or looks like other weights
+            (the other variant's, another paper's, a Darkroom ``.ckpt``); checked before loading
+            (:func:`networks.weight_files.check_weights`).
         ValueError: unknown variant, or the file's keys/shapes do not fit the variant.
     """
     if variant not in OFFICIAL_WEIGHT_FILES:
@@ -292,6 +296,7 @@ def load_official_weights(path: str | Path, variant: str = "zero_dce", scale_fac
         raise FileNotFoundError(
             f"{path}: official {variant} weights not found (expected the file {OFFICIAL_WEIGHT_FILES[variant]})"
         )
+    check_weights(path, variant)
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -311,9 +316,8 @@ def load_official_weights(path: str | Path, variant: str = "zero_dce", scale_fac
         if k in state and state[k].shape != v.shape
     ]
     if missing or unexpected or bad_shapes:
-        other = "zero_dce_pp" if variant == "zero_dce" else "zero_dce"
         raise ValueError(
-            f"{path}: does not fit the official {variant} network (is it the {other} file?); "
+            f"{path}: does not fit the official {variant} network; "
             f"missing keys {missing[:6]}{'…' if len(missing) > 6 else ''}, "
             f"unexpected keys {unexpected[:6]}{'…' if len(unexpected) > 6 else ''}, "
             f"shape mismatches {bad_shapes[:6]}"

@@ -201,5 +201,5 @@ def test_load_official_weights_errors(tmp_path, shared) -> None:
     torch.save([1, 2], bad)
     with pytest.raises(ValueError, match="state dict"):
         load_official_weights(bad)
-    with pytest.raises(ValueError, match="zero_dce_pp file"):
+    with pytest.raises(ValueError, match=r"looks like the official Zero-DCE\+\+ weights\), but Zero-DCE expects"):
         load_official_weights(shared(ZERO_DCE_PP), "zero_dce")
