@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> None:
 
         reexec()
     argv = list(sys.argv[1:] if argv is None else argv)
+    from experiments.errors import run_reporting_user_errors
+
+    run_reporting_user_errors(_dispatch, argv)
+
+
+def _dispatch(argv: list[str]) -> None:
     extra = _extra_commands()
     if argv and argv[0] in extra:
         extra[argv[0]](argv[1:])
@@ -61,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
               "          table    the paper's tables with our numbers beside them\n"
               "          compare  one HTML report comparing run directories\n"
               "          reproduce  train a paper's recipe on real data and compare with the official model\n"
+              "--debug   the traceback of a user error (bad data, weights or config), which prints one line "
+              "otherwise; or DARKROOM_DEBUG=1\n"
               "environment: DARKROOM_ALLOCATOR=auto (default: jemalloc/tcmalloc when installed) | jemalloc | "
               "tcmalloc | glibc | system\n")
     from experiments.sweep_config import map_config_paths, suite_config

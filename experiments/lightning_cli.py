@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -55,7 +56,8 @@ class DarkroomCLI(LightningCLI):
 
     Extra arguments (in every subcommand, and in YAML under ``run:``):
     ``--run.name`` (default: ``<model>-<timestamp>``), ``--run.group`` (default: the model's
-    ``paper``), ``--run.tags``, ``--run.root`` (default ``runs``), ``--run.wandb`` (default true),
+    ``paper``), ``--run.tags``, ``--run.root`` (default ``runs``), ``--run.wandb`` (default true, except for
+    predict, which writes no W&B run unless asked),
     ``--run.output_dir`` (predict: where the PNGs go; default ``<run dir>/predictions``; sub-folders of the input
     folder are mirrored), ``--run.skip_bad`` (predict: skip unreadable files, default false = stop before writing
     anything), ``--run.tile_size`` (predict: exact tiled inference above 4 tiles of pixels, default 512;
@@ -80,25 +82,53 @@ class DarkroomCLI(LightningCLI):
         self.run_dir: Path | None = None
         self.results_writer: ResultsWriter | None = None
         self.image_writer: ImageWriter | None = None
-        super().__init__(
-            DarkroomModule,
-            DarkroomDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            trainer_class=DarkroomTrainer,
-            args=args,
-            run=run,
-            **kwargs,
-        )
+        self._new_run_dir = False
+        try:
+            super().__init__(
+                DarkroomModule,
+                DarkroomDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                trainer_class=DarkroomTrainer,
+                args=args,
+                run=run,
+                **kwargs,
+            )
+        except BaseException:
+            self._remove_empty_run_dir()
+            raise
         if run:
             _finish_wandb()
+
+    def _remove_empty_run_dir(self) -> None:
+        """A command that failed leaves no run directory behind when it created one and wrote nothing of value in it
+        (no checkpoint, result, prediction or log line of its own; its W&B files go with it)."""
+        run_dir = self.run_dir
+        if not self._new_run_dir or run_dir is None or not run_dir.is_dir():
+            return
+        def of_value(path: Path) -> bool:
+            if path.name in ("config.yaml", "hparams.yaml", "wandb_id.txt") or "wandb" in path.relative_to(run_dir).parts:
+                return False
+            if path.suffix == ".csv":  # a CSV log with rows of its own is kept
+                with path.open("rb") as f:
+                    return sum(1 for _ in f) > 1
+            return path.stat().st_size > 0
+
+        if not any(of_value(p) for p in run_dir.rglob("*") if p.is_file()):
+            _finish_wandb()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            try:
+                run_dir.parent.rmdir()  # the paper's group folder, when this run was its only one
+            except OSError:
+                pass
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run.name", type=str | None, default=None, help="Run name (directory and W&B name).")
         parser.add_argument("--run.group", type=str | None, default=None, help="W&B group; default: the paper.")
         parser.add_argument("--run.tags", type=list[str], default=[], help="W&B tags, e.g. the ablation name.")
         parser.add_argument("--run.root", type=str, default="runs", help="Parent folder of run directories.")
-        parser.add_argument("--run.wandb", type=bool, default=True, help="Log to Weights & Biases.")
+        parser.add_argument("--run.wandb", type=bool | None, default=None,
+                            help="Log to Weights & Biases (default: yes for fit, validate and test; no for predict).")
         parser.add_argument("--run.output_dir", type=str | None, default=None,
                             help="predict: folder for the output PNGs (default <run dir>/predictions).")
         parser.add_argument("--run.test_after_fit", type=bool, default=False,
@@ -231,14 +261,16 @@ class DarkroomCLI(LightningCLI):
         ckpt_path = cfg.get("ckpt_path")
         group = run.group or self.model.paper
         self.run_dir = self._resolve_run_dir(run, ckpt_path, group)
+        self._new_run_dir = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config_dict = _namespace_to_dict(cfg)
+        use_wandb = run.wandb if run.wandb is not None else sub != "predict"
 
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         if trainer_cfg.get("logger") in (None, True):
             tags = list(run.tags) + list(self.model.tags)
             kwargs["logger"] = make_loggers(self.run_dir, group=group, name=self.run_dir.name, tags=tags,
-                                            job_type=sub, config=config_dict, use_wandb=run.wandb)
+                                            job_type=sub, config=config_dict, use_wandb=use_wandb)
         kwargs.setdefault("default_root_dir", str(self.run_dir))
 
         callbacks = list(trainer_cfg.get("callbacks") or [])
@@ -274,7 +306,7 @@ class DarkroomCLI(LightningCLI):
             else:
                 kwargs["enable_checkpointing"] = False  # no best-by-metric file; Lightning would add its own
         self._config_dict = config_dict
-        self._wandb_id = wandb_id(self.run_dir) if run.wandb else None
+        self._wandb_id = wandb_id(self.run_dir) if use_wandb else None
         if sub == "test":
             self.results_writer = ResultsWriter(self.run_dir, config_dict, ckpt_path, self._wandb_id,
                                                 precision=self._precision,

@@ -178,3 +178,36 @@ def test_official_zero_dce_pp_crop_vs_pad(shared):
         pad = model.enhance(x, fit="pad")[0, :, :324, :324].permute(1, 2, 0).numpy()
     assert np.abs(crop - ref).max() <= 1e-6
     assert np.abs(pad - ref).max() > 0.01  # why predict crops: padding changes the curve maps near the border
+
+
+# ------------------------------------------------------------------------------------------------ the command
+def test_predict_writes_no_wandb_run_unless_asked(tmp_path):
+    from experiments.cli import cli_main
+
+    folder = photos(tmp_path / "in", ("a.png",))
+    base = ["predict", "-c", str(REPO / "experiments" / "zero_dce" / "paper.yaml"), "--data.init_args.predict_root",
+            str(folder), "--data.init_args.num_workers", "0", "--trainer.enable_progress_bar", "false"]
+    cli = cli_main([*base, "--run.root", str(tmp_path / "quiet")])
+    assert (cli.run_dir / "predictions" / "a.png").is_file()
+    assert not (cli.run_dir / "wandb").exists() and not (cli.run_dir / "wandb_id.txt").exists()
+    asked = cli_main([*base, "--run.root", str(tmp_path / "asked"), "--run.wandb", "true"])
+    assert (asked.run_dir / "wandb").is_dir()
+
+
+def test_a_failed_command_prints_one_line_and_leaves_no_run_directory(tmp_path, capsys):
+    from experiments.cli import main
+
+    runs = tmp_path / "runs"
+    args = ["predict", "-c", str(REPO / "experiments" / "zero_dce" / "paper.yaml"), "--data.init_args.predict_root",
+            str(tmp_path / "missing"), "--run.root", str(runs)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("darkroom: error:")]
+    assert err == [f"darkroom: error: {tmp_path / 'missing'}: predict_root folder not found (expected a folder of "
+                   "photos to enhance (sub-folders allowed))"]
+    assert not runs.exists() or not any(runs.rglob("*"))
+    from datamodules.image_io import DatasetLayoutError
+
+    with pytest.raises(DatasetLayoutError):  # --debug: the exception itself, with its traceback
+        main([*args, "--debug"])
