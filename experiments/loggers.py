@@ -58,7 +58,11 @@ def make_loggers(run_dir: Path, *, group: str, name: str, tags: list[str], job_t
         run_id = wandb_id(run_dir)
         if job_type != "fit":  # test/validate/predict get their own W&B run in the same group
             run_id = f"{run_id}-{job_type}"
-        loggers.append(WandbLogger(project=WANDB_PROJECT, group=group, name=name if job_type == "fit" else f"{name}-{job_type}",
-                                   tags=list(tags), job_type=job_type, save_dir=str(run_dir), id=run_id,
-                                   resume="allow", config=config))
+        wandb_logger = WandbLogger(project=WANDB_PROJECT, group=group,
+                                   name=name if job_type == "fit" else f"{name}-{job_type}", tags=list(tags),
+                                   job_type=job_type, save_dir=str(run_dir), id=run_id, resume="allow", config=config)
+        # Lightning always passes anonymous=None, and wandb ≥ 0.19 warns "the anonymous setting has no effect"
+        # whenever the key is there
+        getattr(wandb_logger, "_wandb_init", {}).pop("anonymous", None)
+        loggers.append(wandb_logger)
     return loggers
