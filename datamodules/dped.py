@@ -57,6 +57,7 @@ from datamodules.dataset_identity import KNOWN_DATASETS, describe_dataset
 from datamodules.image_datasets import ImageFileDataset
 from datamodules.image_io import (
     DatasetLayoutError,
+    RootNotSetError,
     check_image_header,
     is_image,
     load_tensor,
@@ -237,7 +238,7 @@ class DPEDDataModule(DarkroomDataModule):
     def phone_root(self) -> Path:
         """``<root>/<phone>``, checked to exist."""
         if self.root is None:
-            raise ValueError(f"DPEDDataModule.root is not set (expected a folder with the layout {DPED_LAYOUT})")
+            raise RootNotSetError("root", f"a folder with the layout {DPED_LAYOUT}")
         root = Path(self.root).expanduser()
         path = root / self.phone
         if not path.is_dir():

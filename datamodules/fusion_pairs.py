@@ -57,7 +57,14 @@ from torch.utils.data import Dataset
 
 from datamodules.base import DarkroomDataModule, Split
 from datamodules.dataset_identity import describe_dataset
-from datamodules.image_io import DatasetLayoutError, check_image_header, is_image, load_tensor, natural_key
+from datamodules.image_io import (
+    DatasetLayoutError,
+    RootNotSetError,
+    check_image_header,
+    is_image,
+    load_tensor,
+    natural_key,
+)
 from datamodules.paired_transforms import paired_augmentation
 from datamodules.stack_folders import find_stacks
 from imaging.stacks import luminance_order
@@ -360,8 +367,8 @@ class FusionPairDataModule(DarkroomDataModule):
 
     def _pairs(self, root: str | None, argument: str) -> list[FusionPair]:
         if root is None:
-            raise ValueError(f"FusionPairDataModule.{argument} is not set (expected a {self.task} root, "
-                             f"layout {self.layout!r})")
+            raise RootNotSetError(f"root (a dataset root with train/ and test/) or --data.init_args.{argument}",
+                                  f"{self.task} pairs in layout {self.layout!r}: see datamodules/fusion_pairs.py")
         return find_pairs(root, self.task, self.layout, self.folders, self.suffixes)
 
     def build_dataset(self, split: Split) -> FusionPairDataset:

@@ -18,6 +18,14 @@ class DatasetLayoutError(FileNotFoundError):
     """A dataset folder is missing, empty or does not have the expected layout."""
 
 
+class RootNotSetError(DatasetLayoutError, ValueError):
+    """A data root that the stage needs was left unset: the message names the option to set and what it holds."""
+
+    def __init__(self, argument: str, expected: str) -> None:
+        super().__init__(f"set --data.init_args.{argument} ({expected})")
+        self.argument = argument
+
+
 def natural_key(path: str | Path) -> list:
     """Sort key that orders ``2.jpg`` before ``10.jpg`` (SICE and DPED name files by number)."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", Path(path).name)]

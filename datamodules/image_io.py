@@ -36,6 +36,7 @@ from __future__ import annotations
 from datamodules.image_files import (  # noqa: F401  (re-exported)
     IMAGE_EXTENSIONS,
     DatasetLayoutError,
+    RootNotSetError,
     image_files,
     is_image,
     list_images,

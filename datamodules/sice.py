@@ -46,6 +46,7 @@ from datamodules.image_datasets import ImageFileDataset, PairDataset  # noqa: F4
 from datamodules.image_io import (
     IMAGE_EXTENSIONS,
     DatasetLayoutError,
+    RootNotSetError,
     check_image_header,
     is_image,
     list_images,
@@ -87,7 +88,7 @@ def _sequence_dirs(root: Path) -> list[Path]:
 
 def _check_root(root: str | Path | None, argument: str, expected: str) -> Path:
     if root is None:
-        raise ValueError(f"SICEDataModule.{argument} is not set (expected {expected})")
+        raise RootNotSetError(argument, expected)
     path = Path(root).expanduser()
     if not path.is_dir():
         raise DatasetLayoutError(f"{path}: {argument} folder not found (expected {expected})")

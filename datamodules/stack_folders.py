@@ -12,6 +12,7 @@ from pathlib import Path
 from datamodules.image_io import (
     IMAGE_EXTENSIONS,
     DatasetLayoutError,
+    RootNotSetError,
     check_image_header,
     is_image,
     natural_key,
@@ -67,7 +68,7 @@ def find_stacks(root: str | Path | None, argument: str = "root") -> list[Exposur
         ImageReadError: an exposure file is not a readable image.
     """
     if root is None:
-        raise ValueError(f"{argument} is not set (expected {LAYOUT})")
+        raise RootNotSetError(argument, LAYOUT)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: {argument} folder not found (expected {LAYOUT})")

@@ -118,5 +118,5 @@ def test_layout_errors_name_the_path(dped_root: Path, tmp_path: Path) -> None:
     shutil.rmtree(patches / "iphone")
     with pytest.raises(DatasetLayoutError, match=str(patches / "iphone") + ": folder not found"):
         DPEDDataModule(root=str(root), val_max_patches=2).setup("validate")
-    with pytest.raises(ValueError, match="root is not set"):
+    with pytest.raises(ValueError, match="set --data.init_args.root"):
         DPEDDataModule().setup("fit")

@@ -229,7 +229,7 @@ def test_missing_and_empty_roots(tmp_path: Path) -> None:
         _dm(predict_root=str(tmp_path / "empty")).setup("predict")
     with pytest.raises(DatasetLayoutError, match=r"empty: no image files found at any depth"):
         _dm(test_root=str(tmp_path / "empty")).setup("test")
-    with pytest.raises(ValueError, match="train_root is not set"):
+    with pytest.raises(ValueError, match="set --data.init_args.train_root"):
         _dm().setup("fit")
 
 
