@@ -36,10 +36,10 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> Any:
 
 
 def _extra_commands() -> dict[str, Any]:
-    from experiments import compare, demo, prepare, reproduce, sweep, table
+    from experiments import compare, demo, paper_help, prepare, reproduce, sweep, table
 
     return {"demo": demo.main, "prepare": prepare.main, "sweep": sweep.main, "table": table.main,
-            "compare": compare.main, "reproduce": reproduce.main}
+            "compare": compare.main, "reproduce": reproduce.main, "help": paper_help.main}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,6 +61,8 @@ def _dispatch(argv: list[str]) -> None:
         return
     if argv and argv[0] in ("-h", "--help"):
         print("darkroom: fit | validate | test | predict (LightningCLI; see `darkroom fit --help`)\n"
+              "          help PAPER  a paper's own model and data arguments and an example "
+              "(zero_dce, zero_dce_pp, deepfuse, dped, refusion)\n"
               "          demo     run the main job end to end on synthetic data (CPU, minutes)\n"
               "          prepare  build datasets: `darkroom prepare synthetic|dped --help`\n"
               "          sweep    run a W&B sweep YAML (registered, or --local)\n"

@@ -296,3 +296,20 @@ def test_every_paper_table_renders_without_runs(paper, tmp_path):
     for t in spec["tables"]:
         for row in t.get("rows", []):
             assert "method" in row, f"{paper}/{t['name']}: a row without a method"
+
+
+@pytest.mark.parametrize("paper", ["zero_dce", "zero_dce_pp", "deepfuse", "dped", "refusion"])
+def test_darkroom_help_lists_the_papers_own_arguments(paper, capsys):
+    """``darkroom help PAPER``: the model's and the data's arguments with the recipe's values, the unset roots marked,
+    and an example; no Trainer option."""
+    import doctest
+
+    from experiments import paper_help
+
+    paper_help.main([paper])
+    out = capsys.readouterr().out
+    cfg = yaml.safe_load((REPO / "experiments" / paper_help.PAPERS[paper][0] / paper_help.PAPERS[paper][1]).read_text())
+    assert f"model: {cfg['model']['class_path']}" in out and f"data: {cfg['data']['class_path']}" in out
+    assert "[required" in out and "example:\n  darkroom fit -c experiments/" in out
+    assert "accumulate_grad_batches" not in out and len(out.splitlines()) < 80
+    assert doctest.testmod(paper_help).failed == 0
