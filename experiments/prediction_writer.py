@@ -284,7 +284,8 @@ class ImageWriter(BasePredictionWriter):
         """One summary line: images written, skipped, seconds (since the writer was made, or the last run)."""
         seconds = time.perf_counter() - self._started
         noted = self._notes
-        self.summary = (f"predict: {len(self.written)} images written to {self.output_dir}, {len(self.skipped)} "
+        n = len(self.written)
+        self.summary = (f"predict: {n} image{'' if n == 1 else 's'} written to {self.output_dir}, {len(self.skipped)} "
                         f"skipped, {seconds:.1f} s" + (f" ({noted} with a note above)" if noted else ""))
         print(self.summary)
         self._started = time.perf_counter()
