@@ -8,9 +8,13 @@ and keeps its traceback. ``--debug`` (or ``DARKROOM_DEBUG=1``) shows the traceba
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
 import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 DEBUG_ENV = "DARKROOM_DEBUG"
@@ -37,6 +41,7 @@ def run_reporting_user_errors(main: Callable[[list[str]], Any], argv: list[str])
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     if debug:
+        os.environ[DEBUG_ENV] = "1"  # the config parser reads it too (experiments.lightning_cli)
         return main(argv)
     try:
         return main(argv)
@@ -48,3 +53,41 @@ def run_reporting_user_errors(main: Callable[[list[str]], Any], argv: list[str])
         more = " (more with --debug)" if rest else ""
         print(f"darkroom: error: {first}{more}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def config_error_line(message: str, options: Iterable[str] = ()) -> str:
+    """One line for a jsonargparse error message: its first line and, for a nested block, its most specific line;
+    for an unknown argument, the nearest valid one (``did you mean``).
+
+    ``options``: the parser's own option strings (``--trainer.max_epochs`` …), for unrecognised top-level arguments.
+
+    Example:
+        >>> print(config_error_line('Parser key "data":\\n  Errors:\\n    - Problem with given class_path '
+        ...                         "'datamodules.sice.SICEDataModule':\\n        Option 'trian_root' is not accepted"))
+        Parser key "data": Option 'trian_root' is not accepted; did you mean --data.init_args.train_root?
+    """
+    lines = [ln.strip().lstrip("- ").strip() for ln in message.strip().splitlines() if ln.strip()]
+    first = lines[0] if lines else message.strip()
+    noise = ("Does not validate", "Subtypes", "Errors:", "Given value", "Expected a <class 'NoneType'>",
+             "Problem with given class_path")
+    specific = [ln for ln in lines[1:] if not ln.startswith(noise)]
+    line = f"{first} {specific[0]}" if specific else first
+    suggestion = None
+    unknown = re.search(r"Option '([\w.]+)' is not accepted", message)
+    owner = re.search(r"class_path '([\w.]+)'", message)
+    section = re.search(r'Parser key "(\w+)"', message)
+    if unknown and owner:
+        module, _, name = owner.group(1).rpartition(".")
+        try:
+            params = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
+        except (ImportError, AttributeError, ValueError, TypeError):
+            params = {}
+        match = difflib.get_close_matches(unknown.group(1), [p for p in params if p != "self"], n=1)
+        prefix = f"--{section.group(1)}.init_args." if section else "--"
+        suggestion = f"{prefix}{match[0]}" if match else None
+    else:
+        unrecognised = re.search(r"unrecognized arguments: (--[\w.]+)", message, re.IGNORECASE)
+        if unrecognised:
+            match = difflib.get_close_matches(unrecognised.group(1).split("=")[0], list(options), n=1)
+            suggestion = match[0] if match else None
+    return line + (f"; did you mean {suggestion}?" if suggestion else "")

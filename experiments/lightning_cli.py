@@ -8,7 +8,7 @@ import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from experiments.env import configure_environment
 
@@ -51,6 +51,23 @@ from lightning_modules.checkpoints import CheckpointError, load_checkpoint_file 
 _RUN_NAME_ENV = "DARKROOM_RUN_NAME"
 
 
+class DarkroomArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, whose errors are one line (:func:`experiments.errors.config_error_line`: the error, the
+    specific cause, the nearest valid option) instead of the usage listing and jsonargparse's nested block;
+    ``--debug`` / ``DARKROOM_DEBUG=1`` gives jsonargparse's own output."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        from experiments.errors import DEBUG_ENV, config_error_line
+
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0") or not self.exit_on_error:
+            super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        line = config_error_line(message, parser._option_string_actions)
+        prog = " ".join(["darkroom", *parser.prog.replace(" [options]", "").split()[1:]])  # not __main__.py
+        sys.stderr.write(f"{prog}: error: {line} (options: darkroom help PAPER, or {prog} --help)\n")
+        sys.exit(2)
+
+
 class DarkroomCLI(LightningCLI):
     """LightningCLI with Darkroom's run directories, loggers and result files.
 
@@ -90,6 +107,7 @@ class DarkroomCLI(LightningCLI):
                 subclass_mode_model=True,
                 subclass_mode_data=True,
                 trainer_class=DarkroomTrainer,
+                parser_class=DarkroomArgumentParser,
                 args=args,
                 run=run,
                 **kwargs,

@@ -119,3 +119,17 @@ def test_an_integer_batch_limit_is_a_count_of_batches(tmp_path):
                    run=False)
     assert type(cli.trainer.limit_val_batches) is int and cli.trainer.limit_val_batches == 1
     assert cli.trainer.limit_train_batches == 0.25 and type(cli.trainer.limit_test_batches) is float
+
+
+@pytest.mark.parametrize("typo, suggestion", [
+    (["--data.init_args.trian_root", "x"], "Option 'trian_root' is not accepted; did you mean --data.init_args.train_root?"),
+    (["--trainer.max_epocs", "3"], "unrecognized arguments: --trainer.max_epocs 3; did you mean --trainer.max_epochs?"),
+])
+def test_a_config_typo_is_one_line_with_the_nearest_option(typo, suggestion, capsys):
+    from experiments.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(REPO / "experiments" / "zero_dce" / "paper.yaml"), *typo])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("darkroom fit: error: ") and suggestion in err[0], err

@@ -146,7 +146,8 @@ def test_sweep_stops_when_its_first_runs_cannot_start(tmp_path, monkeypatch, cap
     status = json.loads((tmp_path / "sweep" / "sweep_status.json").read_text())
     assert len(status) == 2
     first_line = status[0]["error"].splitlines()[0]
-    assert first_line.startswith("exit code 2: error: Parser key \"model\"") and "bogus_option" in first_line
+    assert first_line.startswith("exit code 2: ") and "error: Parser key \"model\": Option 'bogus_option' is not" \
+        in first_line
 
 
 # -- tables ---------------------------------------------------------------------------------------------------
