@@ -23,6 +23,7 @@ warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and 
 # without validation data Lightning warns about the empty list of val loaders on every run
 warnings.filterwarnings("ignore", message=".*Total length of .* across ranks is zero.*")
 
+import torch  # noqa: E402
 from lightning.pytorch import Trainer  # noqa: E402
 
 for _name in ("lightning.pytorch", "lightning.fabric"):  # drop Lightning's advertising tips from run output
@@ -191,6 +192,21 @@ class DarkroomCLI(LightningCLI):
             self.model.configure_inference(options)
         return {"inference": options.record()}
 
+    def before_fit(self) -> None:
+        """One line for the networks and their parameters, in place of Lightning's 20-line table of every child
+        module (metric collections included); ``--trainer.enable_model_summary true`` brings the table back."""
+        if not getattr(self, "_one_line_summary", False):
+            return
+        parts = []
+        for name in self.model.networks:
+            net = getattr(self.model, name, None)
+            if isinstance(net, torch.nn.Module):
+                trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+                total = sum(p.numel() for p in net.parameters())
+                parts.append(f"{name} {type(net).__name__} {trainable:,} trainable parameters"
+                             + (f" (+{total - trainable:,} frozen)" if total > trainable else ""))
+        print(f"darkroom: {type(self.model).__name__}: " + "; ".join(parts), flush=True)
+
     def after_fit(self) -> None:
         if self.config["fit"]["run"].test_after_fit:
             _run_test_after_fit(self)
@@ -285,6 +301,9 @@ class DarkroomCLI(LightningCLI):
         use_wandb = run.wandb if run.wandb is not None else sub != "predict"
 
         trainer_cfg = self._get(self.config_init, "trainer", default={})
+        self._one_line_summary = sub == "fit" and trainer_cfg.get("enable_model_summary") is None
+        if self._one_line_summary:
+            kwargs["enable_model_summary"] = False
         if trainer_cfg.get("logger") in (None, True):
             tags = list(run.tags) + list(self.model.tags)
             kwargs["logger"] = make_loggers(self.run_dir, group=group, name=self.run_dir.name, tags=tags,

@@ -95,7 +95,9 @@ def probe(args):
         raise SystemExit(int(args[1]))
     if args[:1] == ["kill"]:
         os.kill(os.getpid(), 15)
-cli._extra_commands = lambda: {"probe": probe}
+import types
+sys.modules["experiments.probe"] = types.SimpleNamespace(main=probe)
+cli.EXTRA_COMMANDS["probe"] = "probe"
 cli.main()
 """
 

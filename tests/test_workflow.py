@@ -314,3 +314,12 @@ def test_darkroom_help_lists_the_papers_own_arguments(paper, capsys):
     assert "[required" in out and "example:\n  darkroom fit -c experiments/" in out
     assert "accumulate_grad_batches" not in out and len(out.splitlines()) < 80
     assert doctest.testmod(paper_help).failed == 0
+
+
+def test_darkroom_help_overview_comes_before_any_heavy_import():
+    """The first line of ``darkroom --help`` needs no torch, Lightning or OpenCV import (it printed after 2 s of them)."""
+    code = ("import sys; import experiments.cli as cli; cli.main([]); "
+            "print(sorted(m for m in ('torch', 'lightning', 'cv2') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("darkroom: fit | validate | test | predict") and done.stdout.rstrip().endswith("[]")
