@@ -229,3 +229,29 @@ def test_model_options_pass_only_the_models():
     assert reproduce.model_options(["--trainer.max_steps", "2", "--model.init_args.lr", "1e-4", "--flag",
                                     "--model.init_args.net.init_args.n_layers=5"]) == [
         "--model.init_args.lr", "1e-4", "--model.init_args.net.init_args.n_layers=5"]
+
+
+def test_zero_dce_loss_probe_scores_every_epoch_and_the_weight_average(tmp_path):
+    """``experiments.zero_dce_loss_probe`` on stand-ins: the official loss per epoch and for the mean of the weights."""
+    import numpy as np
+
+    from datamodules.image_io import write_uint8
+    from experiments import zero_dce_loss_probe
+
+    rng = np.random.default_rng(0)
+    for folder, n in (("train", 3), ("photos", 2)):
+        for i in range(n):
+            write_uint8(tmp_path / folder / f"{i}.png", rng.integers(0, 120, (40, 48, 3)).astype(np.uint8))
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    _reference(ckpts / "epoch=0001.ckpt")
+    torch.save({"state_dict": {f"net.{k}": v * 0.5 for k, v in ZeroDCE(log_images=0).net.state_dict().items()}},
+               ckpts / "epoch=0002.ckpt")
+    out = zero_dce_loss_probe.main(["--train", str(tmp_path / "train"), "--checkpoints", str(ckpts), "--reference",
+                                    str(_reference(tmp_path / "ref.ckpt")), "--n", "3", "--test",
+                                    str(tmp_path / "photos"), "--average-from", "1"])
+    models = out["models"]
+    assert list(models) == ["official", "epoch 1", "epoch 2", "mean of epochs 1-2"] and out["n_train_images"] == 3
+    assert models["epoch 1"] == models["official"]  # epoch 1 is the reference's own weights here
+    assert {"spa", "exp", "col", "tv", "total", "brightness"} <= set(models["epoch 2"])
+    assert models["mean of epochs 1-2"]["n_photos"] == 2 and models["mean of epochs 1-2"]["psnr_to_official"] > 0
