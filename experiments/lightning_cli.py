@@ -37,7 +37,6 @@ from experiments.callbacks import FitTimer, ResultsWriter  # noqa: E402
 from experiments.checkpointing import AtomicCheckpointIO, LastCheckpoint, ResumeState  # noqa: E402
 from experiments.loggers import make_loggers, new_run_name, run_dir_of_checkpoint, wandb_id  # noqa: E402
 from experiments.nonfinite_guard import NonFiniteGuard  # noqa: E402
-from experiments.trainer import DarkroomTrainer  # noqa: E402
 from experiments.precision import (  # noqa: E402
     MIXED,
     FP32EvalMixedPrecision,
@@ -46,6 +45,7 @@ from experiments.precision import (  # noqa: E402
     normalise_precision,
 )
 from experiments.prediction_writer import ImageWriter  # noqa: E402
+from experiments.trainer import DarkroomTrainer  # noqa: E402
 from lightning_modules.base import DarkroomModule  # noqa: E402
 from lightning_modules.checkpoints import CheckpointError, load_checkpoint_file  # noqa: E402
 

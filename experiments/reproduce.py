@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datamodules.image_io import check_image_header, list_images_recursive, load_tensor, write_image
-
 from experiments.callbacks import NonFiniteMetricError
 
 EXPERIMENTS = Path(__file__).resolve().parent

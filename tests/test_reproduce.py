@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,8 +107,7 @@ def _stand_in(module, path: Path) -> Path:
     return path
 
 
-def _real_crop(path: Path, box: tuple[int, int, int, int]) -> "np.ndarray":
-    import numpy as np
+def _real_crop(path: Path, box: tuple[int, int, int, int]) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(path).crop(box))
@@ -193,6 +193,7 @@ def test_reproduce_deepfuse_refuses_unknown_holdout(stacks_root, tmp_path):
 def test_reproduce_refusion_on_an_msrs_layout(tmp_path):
     """Real IR–visible pairs (when ../shared/data has them) in the MSRS layout a GPU user downloads."""
     from conftest import SHARED
+
     from lightning_modules.refusion import ReFusion
 
     torch.manual_seed(5)
@@ -211,6 +212,7 @@ def test_reproduce_dped_on_the_dped_layout(tmp_path):
     with the same architecture options it was trained with (``--model.…`` reaches our evaluations)."""
     from conftest import SHARED
     from helpers import DISC_WIDTH
+
     from lightning_modules.dped import DPED
 
     torch.manual_seed(5)
