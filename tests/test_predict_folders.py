@@ -211,3 +211,4 @@ def test_a_failed_command_prints_one_line_and_leaves_no_run_directory(tmp_path, 
 
     with pytest.raises(DatasetLayoutError):  # --debug: the exception itself, with its traceback
         main([*args, "--debug"])
+    assert "DARKROOM_DEBUG" not in os.environ  # --debug holds for that command only
