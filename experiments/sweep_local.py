@@ -57,8 +57,10 @@ def _resume_point(run_dir: Path | None) -> tuple[Path | None, str | None]:
 
 def _error_line(lines: list[str]) -> str:
     """The line of a run's output that says what went wrong: the last exception or ``error:`` line (anywhere in the
-    output: a usage listing may follow or precede it), else the last line. A jsonargparse ``error:`` block adds its
-    most specific line (``error: Parser key "model": … Option 'bogus' is not accepted``)."""
+    output: a usage listing may follow or precede it), else the last line. A jsonargparse ``error:`` block (a run
+    with ``--debug``) is folded into one line by :func:`experiments.errors.config_error_line`, as the command does."""
+    from experiments.errors import config_error_line
+
     pattern = re.compile(r"^([\w.]*(Error|Exception|Interrupt|Exit)\b|(\S+ ?){0,2}error:)", re.IGNORECASE)
     stripped = [ln.rstrip() for ln in lines]
     for i in range(len(stripped) - 1, -1, -1):
@@ -70,13 +72,9 @@ def _error_line(lines: list[str]) -> str:
             for follow in stripped[i + 1:]:
                 if follow and not follow[0].isspace():
                     break
-                text = follow.strip()
-                if text and not text.startswith(("Given value", "Subtypes", "Errors:", "- Expected a <class 'NoneType'>",
-                                                 "Does not validate")):
-                    block.append(text.lstrip("- "))
-            specific = [b for b in block if "not accepted" in b] or block
-            if specific:
-                line = f"{line} … {specific[-1]}"
+                block.append(follow)
+            head, _, message = line.partition("error:")
+            line = f"{head}error: " + config_error_line("\n".join([message.strip(), *block]))
         return line
     nonempty = [ln.strip() for ln in lines if ln.strip()]
     return nonempty[-1] if nonempty else "(no output)"
