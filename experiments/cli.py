@@ -20,6 +20,7 @@ Examples::
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -54,21 +55,31 @@ OVERVIEW = ("darkroom: fit | validate | test | predict (LightningCLI; see `darkr
             "tcmalloc | glibc | system\n")
 
 
+_OVERVIEW_SHOWN = "_DARKROOM_OVERVIEW_SHOWN"
+
+
+def _print_overview() -> None:
+    try:
+        print(OVERVIEW, flush=True)
+    except BrokenPipeError:  # `darkroom --help | head -1`
+        sys.stderr.close()
+        raise SystemExit(0) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``darkroom``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):  # at once: nothing heavy is imported for the overview
-        try:
-            print(OVERVIEW, flush=True)
-        except BrokenPipeError:  # `darkroom --help | head -1`
-            sys.stderr.close()
-            return
+        if os.environ.pop(_OVERVIEW_SHOWN, None) is None:  # not the allocator re-exec of the process that printed it
+            _print_overview()
+            os.environ[_OVERVIEW_SHOWN] = "1"
         if not args:
             return
     if argv is None:  # the console entry point: run with a caching allocator (experiments/allocator.py)
         from experiments.allocator import reexec
 
         reexec()
+    os.environ.pop(_OVERVIEW_SHOWN, None)  # no re-exec happened: the mark is for that only
     from experiments.errors import run_reporting_user_errors
 
     run_reporting_user_errors(_dispatch, args)

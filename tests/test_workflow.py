@@ -323,3 +323,15 @@ def test_darkroom_help_overview_comes_before_any_heavy_import():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("darkroom: fit | validate | test | predict") and done.stdout.rstrip().endswith("[]")
+
+
+def test_darkroom_help_prints_the_overview_once():
+    """The console command re-executes itself with the caching allocator; the overview is printed by the first
+    process only (it was printed twice, above the LightningCLI usage)."""
+    exe = Path(sys.executable).with_name("darkroom")
+    if not exe.is_file():
+        pytest.skip(f"no console script beside {sys.executable} (the package is not installed in this environment)")
+    done = subprocess.run([str(exe), "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("darkroom: fit | validate | test | predict") == 1
+    assert "usage: darkroom" in done.stdout
