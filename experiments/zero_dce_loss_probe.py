@@ -44,19 +44,31 @@ def training_images(folder: Path, n: int, size: int = 256, seed: int = 0) -> tor
         raise SystemExit(f"{folder}: no images")
     pick = sorted(np.random.default_rng(seed).choice(len(files), min(n, len(files)), replace=False))
     return torch.stack([torch.from_numpy(np.asarray(Image.open(files[i]).convert("RGB").resize(
-        (size, size), Image.LANCZOS), dtype=np.float32) / 255).permute(2, 0, 1) for i in pick])
+        (size, size), Image.LANCZOS), dtype=np.float32) / 255).permute(2, 0, 1)
+        for i in tqdm(pick, desc="loading training images", unit="image", disable=len(pick) < 64)])
 
 
 @torch.no_grad()
-def loss_of(net: torch.nn.Module, images: torch.Tensor, batch: int = 32) -> dict[str, float]:
-    """The official loss terms (unweighted), the total and the mean output brightness, averaged over ``images``."""
-    loss, sums = ZeroDCELoss(), {}
+def loss_of(net: torch.nn.Module, images: torch.Tensor, batch: int = 32) -> dict[str, float | list[float]]:
+    """The official loss terms (unweighted), the total and the mean output brightness, averaged over ``images``;
+    ``batch_totals``: the total loss of each consecutive batch of ``batch`` images (for paired comparisons)."""
+    loss, sums, totals = ZeroDCELoss(), {}, []
     for i in range(0, len(images), batch):
         x = images[i:i + batch]
         enhanced, curves = net(x)
-        for key, value in {**loss(enhanced, x, curves), "brightness": enhanced.mean()}.items():
+        terms = loss(enhanced, x, curves)
+        totals.append(float(terms["total"]))
+        for key, value in {**terms, "brightness": enhanced.mean()}.items():
             sums[key] = sums.get(key, 0.0) + float(value) * len(x)
-    return {key: value / len(images) for key, value in sums.items()}
+    return {**{key: value / len(images) for key, value in sums.items()}, "batch_totals": totals}
+
+
+def paired_difference(ours: list[float], official: list[float]) -> dict[str, float]:
+    """Mean and standard error of ``ours − official`` over the same batches of images (each batch a sample)."""
+    d = np.asarray(ours) - np.asarray(official)
+    return {"loss_minus_official": float(d.mean()),
+            "standard_error": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan"),
+            "batches_below_official": float((d < 0).mean())}
 
 
 @torch.no_grad()
@@ -74,20 +86,24 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--train", type=Path, required=True, help="the training images (a flat folder)")
     p.add_argument("--checkpoints", type=Path, required=True, help="a reproduction's checkpoints (epoch=NNNN.ckpt)")
     p.add_argument("--reference", type=Path, required=True, help="the official Epoch99.pth")
-    p.add_argument("--n", type=int, default=256, help="training images to score (default 256)")
+    p.add_argument("--n", type=int, default=256, help="training images to score (default 256; 0: all)")
+    p.add_argument("--epochs", type=int, nargs="*", default=None, help="score only these epochs (default: all)")
     p.add_argument("--test", type=Path, default=None, help="test photos, for the weight average's PSNR to official")
     p.add_argument("--average-from", type=int, default=None, help="average the weights of this epoch and later")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = p.parse_args(argv)
-    images = training_images(args.train, args.n)
+    images = training_images(args.train, args.n or 10**9)
     official = ZeroDCE(pretrained=str(args.reference)).net.eval()
     results: dict = {"n_train_images": len(images), "models": {"official": loss_of(official, images)}}
     states = {}
-    for epoch, path in tqdm(epoch_checkpoints(args.checkpoints), desc="epochs", unit="ckpt"):
+    chosen_epochs = [(e, p) for e, p in epoch_checkpoints(args.checkpoints) if args.epochs is None or e in args.epochs]
+    for epoch, path in tqdm(chosen_epochs, desc="epochs", unit="ckpt"):
         states[epoch] = {k[4:]: v for k, v in checkpoint_state(path, ("net.",), strip=False).items()}
         model = ZeroDCE().net.eval()
         model.load_state_dict(states[epoch])
-        results["models"][f"epoch {epoch}"] = loss_of(model, images)
+        entry = loss_of(model, images)
+        entry.update(paired_difference(entry["batch_totals"], results["models"]["official"]["batch_totals"]))
+        results["models"][f"epoch {epoch}"] = entry
     if args.average_from is not None and states:
         chosen = [e for e in states if e >= args.average_from]
         model = ZeroDCE().net.eval()
@@ -100,7 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
                          n_photos=len(photos))
         results["models"][f"mean of epochs {chosen[0]}-{chosen[-1]}"] = entry
     for name, entry in results["models"].items():
-        print(f"{name:>24}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if k != "n_photos"))
+        print(f"{name:>24}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry.items()
+                                          if k not in ("n_photos", "batch_totals")))
     if args.out is not None:
         args.out.write_text(json.dumps(results, indent=1))
     return results

@@ -254,6 +254,11 @@ def test_zero_dce_loss_probe_scores_every_epoch_and_the_weight_average(tmp_path)
                                     str(tmp_path / "photos"), "--average-from", "1"])
     models = out["models"]
     assert list(models) == ["official", "epoch 1", "epoch 2", "mean of epochs 1-2"] and out["n_train_images"] == 3
-    assert models["epoch 1"] == models["official"]  # epoch 1 is the reference's own weights here
+    assert {k: models["epoch 1"][k] for k in models["official"]} == models["official"]  # the reference's own weights
+    assert models["epoch 1"]["loss_minus_official"] == 0 and models["epoch 1"]["batches_below_official"] == 0
+    assert models["epoch 2"]["loss_minus_official"] == pytest.approx(models["epoch 2"]["total"] - models["official"]["total"])
     assert {"spa", "exp", "col", "tv", "total", "brightness"} <= set(models["epoch 2"])
     assert models["mean of epochs 1-2"]["n_photos"] == 2 and models["mean of epochs 1-2"]["psnr_to_official"] > 0
+    only = zero_dce_loss_probe.main(["--train", str(tmp_path / "train"), "--checkpoints", str(ckpts), "--reference",
+                                     str(tmp_path / "ref.ckpt"), "--n", "0", "--epochs", "2"])
+    assert list(only["models"]) == ["official", "epoch 2"] and only["n_train_images"] == 3

@@ -1,4 +1,4 @@
-"""The parts of ``darkroom demo``: one module per paper with ``run(out, quick) -> DemoResult``.
+"""The parts of ``darkroom demo``: one module per paper with ``run(out, length) -> DemoResult``.
 
 A paper joins the demo by adding its module here and its name to :data:`PARTS`.
 """
@@ -11,10 +11,22 @@ from pathlib import Path
 #: Demo parts in the order they run (module names under ``experiments.demos``).
 PARTS: tuple[str, ...] = ("zero_dce", "deepfuse", "dped", "refusion", "sweep")
 
+#: How long the parts train. ``"quick"``: seconds, tiny data, a smoke test of the pipeline (the checks against the
+#: baselines are not enforced). ``"default"``: ``darkroom demo``, under 3 minutes on 2 idle cores, checks enforced.
+#: ``"full"``: ``darkroom demo --full``, the lengths of each ``experiments/<paper>/demo.yaml``.
+LENGTHS: tuple[str, ...] = ("quick", "default", "full")
+
 #: The recipe each paper's ``experiments/<paper>/demo.yaml`` is an overlay on.
 DEMO_RECIPES: dict[str, str] = {"zero_dce": "paper.yaml", "deepfuse": "paper.yaml", "dped": "iphone.yaml",
                                 "refusion": "mfif.yaml"}
 _EXPERIMENTS = Path(__file__).resolve().parents[1]
+
+
+def check_length(length: str) -> str:
+    """``length`` if it is one of :data:`LENGTHS`, else a ``ValueError`` naming them."""
+    if length not in LENGTHS:
+        raise ValueError(f"demo length must be one of {', '.join(LENGTHS)}, got {length!r}")
+    return length
 
 
 def demo_configs(paper: str) -> list[str]:

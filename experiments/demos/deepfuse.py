@@ -11,16 +11,21 @@ import json
 import time
 from pathlib import Path
 
-from experiments.demos import DemoResult, demo_configs, markdown_table
+from experiments.demos import DemoResult, check_length, demo_configs, markdown_table
+
+#: Training steps per demo length (``full``: ``experiments/deepfuse/demo.yaml``'s 150; seconds on a CPU, so the
+#: default demo trains as long).
+STEPS: dict[str, int] = {"quick": 8, "default": 150, "full": 150}
 
 
-def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
+def run(out: Path, length: str = "default", steps: int | None = None) -> DemoResult:
     """Train DeepFuse on synthetic stacks (extreme pairs) and test it on whole synthetic test stacks."""
     from datamodules.synthetic.exposure_stacks import write_exposure_stacks
     from experiments.cli import cli_main
     from experiments.lightning_cli import best_checkpoint
 
-    steps = steps or (8 if quick else 150)
+    quick = check_length(length) == "quick"
+    steps = steps or STEPS[length]
     t0 = time.time()
     data = write_exposure_stacks(out / "data" / "exposure_stacks", n_train=6 if quick else 24,
                                  n_test=2 if quick else 4, size=(96, 72) if quick else (128, 96), seed=0)

@@ -7,10 +7,14 @@ import json
 import time
 from pathlib import Path
 
-from experiments.demos import DemoResult, demo_configs, markdown_table
+from experiments.demos import DemoResult, check_length, demo_configs, markdown_table
+
+#: Training iterations per demo length (``full``: ``experiments/dped/demo.yaml``'s 800; the cosine schedule
+#: decays to 0 over whichever is used).
+STEPS: dict[str, int] = {"quick": 10, "default": 300, "full": 800}
 
 
-def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
+def run(out: Path, length: str = "default", steps: int | None = None) -> DemoResult:
     """Train DPED briefly on synthetic aligned patches and test it; the table compares it with the phone patches.
 
     ``ok``: DPED's per-patch PSNR on the test patches beats the unenhanced phone patches (not checked in
@@ -21,6 +25,7 @@ def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
     from experiments.lightning_cli import last_checkpoint
     from experiments.prepare_dped import prepare_dped
 
+    quick = check_length(length) == "quick"
     t0 = time.time()
     raw = write_phone_dslr_pairs(out / "data" / "dped_raw", n_pairs=6 if quick else 16, size=(640, 480), seed=0)
     report = prepare_dped(raw / "phone", raw / "dslr", out / "data" / "dped", "iphone", n_full_test=1,
@@ -30,9 +35,8 @@ def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
     common = [*demo_configs("dped"), "--data.init_args.root", str(out / "data" / "dped"),
               "--run.root", str(out / "runs"), "--run.group", "dped"]
     t0 = time.time()
-    fit_args = ["fit", *common, "--run.name", f"demo-{time.strftime('%Y%m%d-%H%M%S')}"]
-    if steps is not None or quick:
-        fit_args += ["--trainer.max_steps", str(steps or 10)]
+    fit_args = ["fit", *common, "--run.name", f"demo-{time.strftime('%Y%m%d-%H%M%S')}",
+                "--trainer.max_steps", str(steps or STEPS[length])]
     fit = cli_main(fit_args)
     ckpt = last_checkpoint(fit.trainer)
     print(f"[demo] DPED trained {fit.trainer.global_step} iterations in {time.time() - t0:.0f} s → {ckpt}")

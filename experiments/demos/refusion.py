@@ -16,10 +16,13 @@ import json
 import time
 from pathlib import Path
 
-from experiments.demos import DemoResult, demo_configs, markdown_table
+from experiments.demos import DemoResult, check_length, demo_configs, markdown_table
 
 #: Synthetic data of the demo (see ``experiments/refusion/demo.yaml`` for why these sizes).
 N_TRAIN, N_TEST, SIZE, BLUR_SIGMA = 48, 8, (96, 96), 4.0
+
+#: Lightning epochs per demo length (two per official epoch; ``full``: ``experiments/refusion/demo.yaml``'s 16).
+EPOCHS: dict[str, int] = {"quick": 2, "default": 6, "full": 16}
 
 
 def raw_and_normalised(model, loader) -> dict[str, dict[str, float]]:
@@ -72,16 +75,18 @@ def train_and_test(out: Path, quick: bool = False, epochs: int | None = None, n_
     return {"metrics": m, "both": both, "test": test, "fit_s": t_fit, "total_s": time.time() - t_all}
 
 
-def run(out: Path, quick: bool = False, epochs: int | None = None) -> DemoResult:
+def run(out: Path, length: str = "default", epochs: int | None = None) -> DemoResult:
     """Train ReFusion briefly on synthetic near/far-focus pairs and test it; ``ok`` = its raw fused Y beats the raw
     pixel mean on Qabf (module docstring).
 
     Args:
         out: working folder (data under ``out/data``, runs under ``out/runs``).
-        quick: seconds instead of minutes (one official epoch; the check is then not enforced).
-        epochs: Lightning epochs (two per official epoch: meta phase, fusion phase); default from ``demo.yaml``.
+        length: one of :data:`experiments.demos.LENGTHS` (``quick``: one official epoch on tiny data, the check is
+            then not enforced).
+        epochs: Lightning epochs (two per official epoch: meta phase, fusion phase); default :data:`EPOCHS`.
     """
-    r = train_and_test(out, quick=quick, epochs=epochs)
+    quick = check_length(length) == "quick"
+    r = train_and_test(out, quick=quick, epochs=epochs or EPOCHS[length])
     m, b = r["metrics"], r["both"]
     rows = [("pixel mean (raw)", b["mean_raw"]),
             ("pixel mean (min–max normalised)", b["mean_norm"]),

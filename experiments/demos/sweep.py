@@ -6,11 +6,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from experiments.demos import DemoResult
+from experiments.demos import DemoResult, check_length
+
+#: Training steps of each sweep run per demo length.
+STEPS: dict[str, int] = {"quick": 2, "default": 10, "full": 25}
 from experiments.env import REPO_ROOT
 
 
-def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
+def run(out: Path, length: str = "default", steps: int | None = None) -> DemoResult:
+    quick = check_length(length) == "quick"
     from datamodules.synthetic.sice import write_sice
     from experiments import compare, sweep, table
 
@@ -18,7 +22,7 @@ def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
     if not (data / "Dataset_Part2").is_dir():
         write_sice(data, n_train=12 if quick else 40, n_test=4 if quick else 8, seed=0)
     cfg = sweep.load_sweep(REPO_ROOT / "experiments" / "zero_dce" / "sweeps" / "loss_ablation.yaml")
-    steps = steps or (2 if quick else 25)
+    steps = steps or STEPS[length]
     extra = ["--data.init_args.train_root", str(data / "Dataset_Part1"),
              "--data.init_args.test_root", str(data / "Dataset_Part2"),
              "--data.init_args.image_size", "64", "--data.init_args.num_workers", "0",

@@ -6,16 +6,20 @@ import json
 import time
 from pathlib import Path
 
-from experiments.demos import DemoResult, demo_configs, markdown_table
+from experiments.demos import DemoResult, check_length, demo_configs, markdown_table
+
+#: Training steps per demo length (``full``: ``experiments/zero_dce/demo.yaml``'s 200).
+STEPS: dict[str, int] = {"quick": 20, "default": 100, "full": 200}
 
 
-def run(out: Path, quick: bool = False, steps: int | None = None) -> DemoResult:
+def run(out: Path, length: str = "default", steps: int | None = None) -> DemoResult:
     """Train Zero-DCE briefly on synthetic SICE Part1 and test it on Part2; the table compares it with the input."""
     from datamodules.synthetic.sice import write_sice
     from experiments.cli import cli_main
     from experiments.lightning_cli import best_checkpoint
 
-    steps = steps or (20 if quick else 200)
+    quick = check_length(length) == "quick"
+    steps = steps or STEPS[length]
     t0 = time.time()
     data = write_sice(out / "data" / "sice", n_train=12 if quick else 40, n_test=4 if quick else 8, seed=0)
     print(f"[demo] synthetic SICE written to {data} ({time.time() - t0:.1f} s)")
