@@ -4,7 +4,7 @@ For each paper in :data:`experiments.demos.PARTS`: write a synthetic dataset in 
 (from scikit-image's bundled photos), train briefly with the real DataModule and LightningModule,
 test, and print a table against a trivial baseline plus the paths of images to look at.
 The default lengths take under 3 minutes on 2 idle CPU cores; ``--full`` trains each part as long as its
-``experiments/<paper>/demo.yaml`` says (several minutes); ``--quick`` is a smoke test of seconds.
+``experiments/<paper>/demo.yaml`` says and adds a local sweep (several minutes); ``--quick`` is a smoke test.
 """
 
 from __future__ import annotations
@@ -14,21 +14,24 @@ import importlib
 import time
 from pathlib import Path
 
-from experiments.demos import PARTS
+from experiments.demos import DEFAULT_PARTS, PARTS
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="darkroom demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
-    parser.add_argument("--only", nargs="*", choices=PARTS, default=list(PARTS),
-                        help=f"run only these parts (default: all, {' '.join(PARTS)})")
+    parser.add_argument("--only", nargs="*", choices=PARTS, default=None,
+                        help=f"run only these parts (default: {' '.join(DEFAULT_PARTS)}; with --full or --quick "
+                             f"also sweep)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--full", action="store_const", const="full", dest="length", default="default",
                         help="train each part as long as its experiments/<paper>/demo.yaml (several minutes)")
     length.add_argument("--quick", action="store_const", const="quick", dest="length",
                         help="tiny data and few steps: a smoke test of the pipeline (the checks are not enforced)")
     args = parser.parse_args(argv)
+    if args.only is None:
+        args.only = list(DEFAULT_PARTS if args.length == "default" else PARTS)
     t0 = time.time()
     results = []
     for name in args.only:

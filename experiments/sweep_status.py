@@ -49,3 +49,14 @@ def _write_status(path: Path, records: list[RunRecord], order: list[str]) -> Non
         seen = set(names)
         names += [e["name"] for e in old if e["name"] not in seen]
         atomic_write_text(path, json.dumps([entries[n] for n in names], indent=2))
+
+
+def read_status(path: Path) -> list[RunRecord]:
+    """The records of ``sweep_status.json`` (every runner's), in the sweep's order; ``[]`` when there is none yet."""
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    fields = set(RunRecord.__dataclass_fields__)
+    return [RunRecord(**{k: v for k, v in e.items() if k in fields}) for e in entries
+            if isinstance(e, dict) and "name" in e]

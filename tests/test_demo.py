@@ -14,7 +14,7 @@ import importlib
 import yaml
 
 from experiments import demo
-from experiments.demos import LENGTHS, PARTS, check_length
+from experiments.demos import DEFAULT_PARTS, LENGTHS, PARTS, check_length
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,12 +52,18 @@ def test_demo_lengths_grow_and_full_is_the_demo_config(part: str, table: str, ke
 
 
 def test_demo_length_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    seen: list[str] = []
-    fake = type("Part", (), {"run": staticmethod(lambda out, length: seen.append(length) or _result())})
-    monkeypatch.setattr(importlib, "import_module", lambda name: fake)
-    for flags, expected in (([], "default"), (["--full"], "full"), (["--quick"], "quick")):
-        demo.main([*flags, "--out", str(tmp_path), "--only", "zero_dce"])
-        assert seen[-1] == expected
+    seen: list[tuple[str, str]] = []
+
+    def part(name: str):
+        return type("Part", (), {"run": staticmethod(lambda out, length: seen.append((name, length)) or _result())})
+
+    monkeypatch.setattr(importlib, "import_module", lambda name: part(name.rsplit(".", 1)[-1]))
+    for flags, length, parts in (([], "default", DEFAULT_PARTS), (["--full"], "full", PARTS),
+                                 (["--quick"], "quick", PARTS), (["--only", "sweep"], "default", ("sweep",))):
+        seen.clear()
+        demo.main([*flags, "--out", str(tmp_path)])
+        assert seen == [(p, length) for p in parts]
+    assert set(DEFAULT_PARTS) == set(PARTS) - {"sweep"}  # the default demo trains every paper
     with pytest.raises(SystemExit):
         demo.main(["--quick", "--full", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="quick, default, full"):

@@ -11,6 +11,10 @@ from pathlib import Path
 #: Demo parts in the order they run (module names under ``experiments.demos``).
 PARTS: tuple[str, ...] = ("zero_dce", "deepfuse", "dped", "refusion", "sweep")
 
+#: The parts of the default-length demo: every paper. The sweep part (five short runs, each mostly a process
+#: start-up: ~35 s on 2 cores) runs with ``--full``, ``--quick`` or ``--only sweep``.
+DEFAULT_PARTS: tuple[str, ...] = ("zero_dce", "deepfuse", "dped", "refusion")
+
 #: How long the parts train. ``"quick"``: seconds, tiny data, a smoke test of the pipeline (the checks against the
 #: baselines are not enforced). ``"default"``: ``darkroom demo``, under 3 minutes on 2 idle cores, checks enforced.
 #: ``"full"``: ``darkroom demo --full``, the lengths of each ``experiments/<paper>/demo.yaml``.

@@ -11,7 +11,7 @@ from experiments.demos import DemoResult, check_length, demo_configs, markdown_t
 
 #: Training iterations per demo length (``full``: ``experiments/dped/demo.yaml``'s 800; the cosine schedule
 #: decays to 0 over whichever is used).
-STEPS: dict[str, int] = {"quick": 10, "default": 300, "full": 800}
+STEPS: dict[str, int] = {"quick": 10, "default": 400, "full": 800}
 
 
 def run(out: Path, length: str = "default", steps: int | None = None) -> DemoResult:

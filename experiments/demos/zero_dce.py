@@ -9,7 +9,7 @@ from pathlib import Path
 from experiments.demos import DemoResult, check_length, demo_configs, markdown_table
 
 #: Training steps per demo length (``full``: ``experiments/zero_dce/demo.yaml``'s 200).
-STEPS: dict[str, int] = {"quick": 20, "default": 100, "full": 200}
+STEPS: dict[str, int] = {"quick": 20, "default": 60, "full": 200}
 
 
 def run(out: Path, length: str = "default", steps: int | None = None) -> DemoResult:
