@@ -211,12 +211,16 @@ def model_options(extra: list[str]) -> list[str]:
 
 
 def _test(paper: str, name: str, runs: Path, test_root: Path | None, weights: list[str], paired: bool,
-          tags: list[str], data_root: Path | None = None, extra: tuple[str, ...] = ()) -> Path:
+          tags: list[str], data_root: Path | None = None, extra: tuple[str, ...] = (), step: str = "") -> Path:
     """One ``darkroom test`` into ``runs/<paper>/<name>`` (skipped when its ``results.json`` exists). ``tags`` go to
     ``run.tags``: the ``results.yaml`` reproduction rows select runs by them. ``test_root`` fills the recipe's
-    test option; a recipe without one (the test split inside the data root) gets ``data_root`` instead."""
+    test option; a recipe without one (the test split inside the data root) gets ``data_root`` instead. ``step``:
+    "i/n" for the progress line."""
     run_dir = runs / paper / name
-    if not (run_dir / "results.json").is_file():
+    if (run_dir / "results.json").is_file():
+        print(f"darkroom reproduce: evaluation {step} {name}: done already ({run_dir / 'results.json'})", flush=True)
+    else:
+        print(f"darkroom reproduce: evaluation {step} {name}", flush=True)
         recipe = RECIPES[paper]
         if recipe.test_option is not None:
             data = [f"--data.init_args.{recipe.test_option}", str(test_root)]
@@ -236,20 +240,24 @@ def evaluate(paper: str, test: Path | None, labels: Path | None, reference: Path
              data_root: Path | None = None, extra: list[str] | None = None) -> list[Evaluation]:
     """Step 2: the official model on the test set, then every kept epoch on it (and, for an enhancement recipe,
     against the official model's outputs as labels). ``extra``: ``--model.…`` options for our epochs' tests."""
+    epochs = epoch_checkpoints(ckpt_dir)
+    total = 1 + len(epochs) * (2 if labels is not None else 1)
+    steps = (f"{i}/{total}" for i in range(1, total + 1))
     official = Evaluation("official", None, _test(paper, "eval-official-photos", runs, test,
                                                   ["--model.init_args.pretrained", str(reference)], False,
-                                                  ["official"], data_root), None)
+                                                  ["official"], data_root, step=next(steps)), None)
     ours_options = tuple(model_options(extra or []))
     evaluations = [official]
-    for epoch, ckpt in epoch_checkpoints(ckpt_dir):
+    for epoch, ckpt in epochs:
         # the weights as ``pretrained`` (a --ckpt_path would send the test into the training run's directory)
         weights = ["--model.init_args.pretrained", str(ckpt)]
         evaluations.append(Evaluation(
             f"ours, epoch {epoch}", epoch,
             _test(paper, f"eval-epoch{epoch:04d}-photos", runs, test, weights, False, ["ours", f"epoch-{epoch}"],
-                  data_root, ours_options),
+                  data_root, ours_options, step=next(steps)),
             _test(paper, f"eval-epoch{epoch:04d}-to-official", runs, labels, weights, True,
-                  ["to-official", f"epoch-{epoch}"], extra=ours_options) if labels is not None else None))
+                  ["to-official", f"epoch-{epoch}"], extra=ours_options, step=next(steps))
+            if labels is not None else None))
     return evaluations
 
 

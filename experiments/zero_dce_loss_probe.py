@@ -32,6 +32,7 @@ from tqdm import tqdm
 from datamodules.image_io import list_images, list_images_recursive, load_tensor
 from experiments.reproduce import epoch_checkpoints
 from lightning_modules.checkpoints import checkpoint_state
+from lightning_modules.tiling import flush_subnormal_
 from lightning_modules.zero_dce import ZeroDCE
 from losses.zero_dce import ZeroDCELoss
 
@@ -95,19 +96,23 @@ def main(argv: list[str] | None = None) -> dict:
     images = training_images(args.train, args.n or 10**9)
     official = ZeroDCE(pretrained=str(args.reference)).net.eval()
     results: dict = {"n_train_images": len(images), "models": {"official": loss_of(official, images)}}
+    _write(args.out, results)
     states = {}
     chosen_epochs = [(e, p) for e, p in epoch_checkpoints(args.checkpoints) if args.epochs is None or e in args.epochs]
     for epoch, path in tqdm(chosen_epochs, desc="epochs", unit="ckpt"):
         states[epoch] = {k[4:]: v for k, v in checkpoint_state(path, ("net.",), strip=False).items()}
         model = ZeroDCE().net.eval()
         model.load_state_dict(states[epoch])
+        flush_subnormal_(model)  # as ZeroDCE(pretrained=…) does for the official weights: same output, faster
         entry = loss_of(model, images)
         entry.update(paired_difference(entry["batch_totals"], results["models"]["official"]["batch_totals"]))
         results["models"][f"epoch {epoch}"] = entry
+        _write(args.out, results)  # each model as it is scored: a stopped probe keeps what it measured
     if args.average_from is not None and states:
         chosen = [e for e in states if e >= args.average_from]
         model = ZeroDCE().net.eval()
         model.load_state_dict({k: torch.stack([states[e][k].float() for e in chosen]).mean(0) for k in states[chosen[0]]})
+        flush_subnormal_(model)
         entry = loss_of(model, images)
         if args.test is not None:
             photos = [load_tensor(f) for f, _ in list_images_recursive(args.test)]
@@ -118,9 +123,13 @@ def main(argv: list[str] | None = None) -> dict:
     for name, entry in results["models"].items():
         print(f"{name:>24}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry.items()
                                           if k not in ("n_photos", "batch_totals")))
-    if args.out is not None:
-        args.out.write_text(json.dumps(results, indent=1))
+    _write(args.out, results)
     return results
+
+
+def _write(path: Path | None, results: dict) -> None:
+    if path is not None:
+        path.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
