@@ -5,6 +5,8 @@ from __future__ import annotations
 import netrc
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +34,26 @@ def configure_environment() -> None:
         os.environ["WANDB_MODE"] = "offline"
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_CONSOLE", "off")
+
+
+@contextmanager
+def environment_set(**values: str | None) -> Iterator[None]:
+    """Set (``None``: unset) environment variables for the ``with`` block, then restore them: an in-process caller
+    (the demo, a test) keeps its own environment."""
+    old = {k: os.environ.get(k) for k in values}
+
+    def apply(items: dict[str, str | None]) -> None:
+        for k, v in items.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    apply(values)
+    try:
+        yield
+    finally:
+        apply(old)
 
 
 def git_commit(path: Path = REPO_ROOT) -> str:

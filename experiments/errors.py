@@ -41,15 +41,10 @@ def run_reporting_user_errors(main: Callable[[list[str]], Any], argv: list[str])
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     if debug:
-        before = os.environ.get(DEBUG_ENV)
-        os.environ[DEBUG_ENV] = "1"  # the config parser reads it too (experiments.lightning_cli)
-        try:
+        from experiments.env import environment_set
+
+        with environment_set(**{DEBUG_ENV: "1"}):  # the config parser reads it too (experiments.lightning_cli)
             return main(argv)
-        finally:  # an in-process caller (the demo, a test) keeps its own environment
-            if before is None:
-                os.environ.pop(DEBUG_ENV, None)
-            else:
-                os.environ[DEBUG_ENV] = before
     try:
         return main(argv)
     except user_error_types() as err:

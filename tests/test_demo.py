@@ -5,12 +5,10 @@ experiments/<paper>/demo.yaml)."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
-
-import importlib
-
 import yaml
 
 from experiments import demo

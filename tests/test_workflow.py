@@ -335,3 +335,14 @@ def test_darkroom_help_prints_the_overview_once():
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("darkroom: fit | validate | test | predict") == 1
     assert "usage: darkroom" in done.stdout
+
+
+def test_environment_set_restores_set_and_unset_variables(monkeypatch: pytest.MonkeyPatch):
+    from experiments.env import environment_set
+
+    monkeypatch.setenv("DARKROOM_T_A", "before")
+    monkeypatch.delenv("DARKROOM_T_B", raising=False)
+    with pytest.raises(RuntimeError), environment_set(DARKROOM_T_A=None, DARKROOM_T_B="1"):
+        assert "DARKROOM_T_A" not in os.environ and os.environ["DARKROOM_T_B"] == "1"
+        raise RuntimeError  # restored on the way out of an error too
+    assert os.environ["DARKROOM_T_A"] == "before" and "DARKROOM_T_B" not in os.environ

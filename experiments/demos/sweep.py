@@ -14,14 +14,13 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from experiments.demos import DemoResult, check_length
+from experiments.env import REPO_ROOT, environment_set
 
 #: Training steps of each sweep run per demo length.
 STEPS: dict[str, int] = {"quick": 2, "default": 10, "full": 25}
-from experiments.env import REPO_ROOT
 
 
 def run(out: Path, length: str = "default", steps: int | None = None) -> DemoResult:
@@ -47,7 +46,7 @@ def run(out: Path, length: str = "default", steps: int | None = None) -> DemoRes
     t0 = time.time()
     second = None if quick else _second_runner(sweep_file, sweep_dir, extra)
     try:
-        with _environment(OMP_NUM_THREADS="1" if second is not None else os.environ.get("OMP_NUM_THREADS")):
+        with environment_set(OMP_NUM_THREADS="1" if second is not None else os.environ.get("OMP_NUM_THREADS")):
             records = sweep.run_local(cfg, sweep_dir, extra, sweep_file=sweep_file)
     except BaseException:
         if second is not None:
@@ -80,15 +79,3 @@ def _second_runner(sweep_file: Path, sweep_dir: Path, extra: list[str]) -> subpr
                                  "--out", str(sweep_dir), "--", *extra], stdout=f, stderr=subprocess.STDOUT,
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
 
-
-@contextmanager
-def _environment(**values: str | None):
-    """Set (or, for ``None``, unset) environment variables for the ``with`` block, then restore them."""
-    old = {k: os.environ.get(k) for k in values}
-    try:
-        for k, v in values.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-        yield
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
