@@ -217,10 +217,11 @@ def _test(paper: str, name: str, runs: Path, test_root: Path | None, weights: li
     test option; a recipe without one (the test split inside the data root) gets ``data_root`` instead. ``step``:
     "i/n" for the progress line."""
     run_dir = runs / paper / name
+    label = f"darkroom reproduce: evaluation {step + ' ' if step else ''}{name}"
     if (run_dir / "results.json").is_file():
-        print(f"darkroom reproduce: evaluation {step} {name}: done already ({run_dir / 'results.json'})", flush=True)
+        print(f"{label}: done already ({run_dir / 'results.json'})", flush=True)
     else:
-        print(f"darkroom reproduce: evaluation {step} {name}", flush=True)
+        print(label, flush=True)
         recipe = RECIPES[paper]
         if recipe.test_option is not None:
             data = [f"--data.init_args.{recipe.test_option}", str(test_root)]

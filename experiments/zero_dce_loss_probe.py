@@ -26,27 +26,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
+from datamodules.atomic_files import atomic_write_text
 from datamodules.image_io import list_images, list_images_recursive, load_tensor
 from experiments.reproduce import epoch_checkpoints
 from lightning_modules.checkpoints import checkpoint_state
 from lightning_modules.tiling import flush_subnormal_
 from lightning_modules.zero_dce import ZeroDCE
 from losses.zero_dce import ZeroDCELoss
+from metrics.full_reference import psnr_per_image
 
 
 def training_images(folder: Path, n: int, size: int = 256, seed: int = 0) -> torch.Tensor:
     """``n`` images of ``folder`` (a seeded draw, in name order) as N×3×size×size in [0, 1], loaded as the official
-    Zero-DCE loader does (Pillow LANCZOS, /255)."""
+    Zero-DCE loader does (Pillow LANCZOS, /255: :func:`~datamodules.image_reading.read_image`)."""
     files = list_images(folder)
     if not files:
         raise SystemExit(f"{folder}: no images")
     pick = sorted(np.random.default_rng(seed).choice(len(files), min(n, len(files)), replace=False))
-    return torch.stack([torch.from_numpy(np.asarray(Image.open(files[i]).convert("RGB").resize(
-        (size, size), Image.LANCZOS), dtype=np.float32) / 255).permute(2, 0, 1)
-        for i in tqdm(pick, desc="loading training images", unit="image", disable=len(pick) < 64)])
+    return torch.stack([load_tensor(files[i], (size, size))
+                        for i in tqdm(pick, desc="loading training images", unit="image", disable=len(pick) < 64)])
 
 
 @torch.no_grad()
@@ -76,10 +76,6 @@ def paired_difference(ours: list[float], official: list[float]) -> dict[str, flo
 def outputs(net: torch.nn.Module, photos: list[torch.Tensor]) -> list[torch.Tensor]:
     """Each photo's output, clamped and rounded to 8 bits."""
     return [torch.round(net(p[None])[0].clamp(0, 1)[0] * 255) / 255 for p in photos]
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -116,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
         entry = loss_of(model, images)
         if args.test is not None:
             photos = [load_tensor(f) for f, _ in list_images_recursive(args.test)]
-            values = [psnr(a, b) for a, b in zip(outputs(model, photos), outputs(official, photos), strict=True)]
+            values = [float(psnr_per_image(a[None], b[None])[0])
+                      for a, b in zip(outputs(model, photos), outputs(official, photos), strict=True)]
             entry.update(psnr_to_official=float(np.mean(values)), worst_psnr_to_official=float(np.min(values)),
                          n_photos=len(photos))
         results["models"][f"mean of epochs {chosen[0]}-{chosen[-1]}"] = entry
@@ -129,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _write(path: Path | None, results: dict) -> None:
     if path is not None:
-        path.write_text(json.dumps(results, indent=1))
+        atomic_write_text(path, json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

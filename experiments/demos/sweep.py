@@ -46,7 +46,7 @@ def run(out: Path, length: str = "default", steps: int | None = None) -> DemoRes
     t0 = time.time()
     second = None if quick else _second_runner(sweep_file, sweep_dir, extra)
     try:
-        with environment_set(OMP_NUM_THREADS="1" if second is not None else os.environ.get("OMP_NUM_THREADS")):
+        with environment_set(**({} if second is None else {"OMP_NUM_THREADS": "1"})):
             records = sweep.run_local(cfg, sweep_dir, extra, sweep_file=sweep_file)
     except BaseException:
         if second is not None:
